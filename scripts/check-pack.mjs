@@ -1,0 +1,29 @@
+// Checks what `npm pack` would publish: every export target, no sources, tests or data.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+const [report] = JSON.parse(
+  execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8' }),
+);
+const files = new Set(report.files.map((f) => f.path));
+const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
+const problems = [];
+
+for (const [entry, target] of Object.entries(pkg.exports)) {
+  const paths = typeof target === 'string' ? [target] : Object.values(target);
+  for (const path of paths)
+    if (!files.has(path.replace(/^\.\//, '')))
+      problems.push(`export '${entry}' points at ${path}, which is not packed`);
+}
+for (const required of ['package.json', 'README.md', 'LICENSE'])
+  if (!files.has(required)) problems.push(`${required} is not packed`);
+for (const file of files) {
+  if (!/^(dist\/.*\.(js|d\.ts)|package\.json|README\.md|LICENSE)$/.test(file))
+    problems.push(`${file} should not be packed`);
+}
+
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log(`npm pack: ${files.size} files, ${report.size} bytes packed, every export present`);

@@ -1,0 +1,134 @@
+import { serialize } from 'cookie';
+import { type Duration, toMs } from '../duration.js';
+import { ConfigError } from '../errors.js';
+import type { Identity, Resolver, ResolverContext } from './types.js';
+
+/** Options of {@link cookieResolver}. */
+export interface CookieResolverOptions {
+  /**
+   * The cookie's name.
+   * @default 'vsid'
+   */
+  name?: string;
+  /**
+   * Prefix the name with `__Host-`: the browser then keeps the cookie only when it is
+   * Secure, has Path=/ and no Domain, so a sibling subdomain cannot plant one.
+   * @default false
+   */
+  hostPrefix?: boolean;
+  /**
+   * How long the browser keeps the cookie, and how long a signed cookie stays valid here.
+   * Browsers cap cookie lifetimes at 400 days.
+   * @default '400d'
+   */
+  maxAge?: Duration;
+  /**
+   * How old a cookie may get before a response re-sends it with a new lifetime.
+   * @default '7d'
+   */
+  refreshAfter?: Duration;
+  /** @default undefined: the cookie goes back only to the host that set it */
+  domain?: string;
+  /** @default 'lax' */
+  sameSite?: 'lax' | 'strict' | 'none';
+  /**
+   * `'auto'` marks the cookie Secure when the request came over HTTPS, directly or per a
+   * trusted proxy.
+   * @default 'auto'
+   */
+  secure?: boolean | 'auto';
+}
+
+/** What the visitor cookie says, once its signature and age have checked out. */
+export interface CookieReading {
+  id: string;
+  /** Signed by an older secret, or due for refresh: the response should carry it again. */
+  reissue: boolean;
+}
+
+/** The cookie resolver: it reads the visitor cookie and writes it for the chain. */
+export interface CookieResolver extends Resolver {
+  readonly kind: 'visitor-cookie';
+  /** The cookie name as sent, with its prefix. */
+  readonly cookieName: string;
+  read(ctx: ResolverContext): CookieReading | undefined;
+  /** The Set-Cookie value that gives the client `id`. */
+  serialize(id: string, ctx: ResolverContext): string;
+}
+
+const MAX_AGE_CAP_MS = 400 * 86_400_000;
+const CLOCK_SKEW_MS = 5 * 60_000;
+const MAX_COOKIE_LENGTH = 256;
+const ID = /^[A-Za-z0-9_-]{8,128}$/;
+const ISSUED = /^[0-9a-z]{1,10}$/;
+
+/**
+ * Identifies a returning visitor by a signed, HttpOnly, long-lived cookie. First in the
+ * chain by default, so the visitor ID does not change at login or at logout: a valid
+ * cookie wins over an auth identity or a fingerprint.
+ *
+ * The cookie carries `id.issuedAt.signature` (HMAC-SHA256). Anything that does not verify
+ * (forged, truncated, too old, from the future, oversized) is treated as absent.
+ *
+ * @example
+ * ```ts
+ * createVisitorState({ resolvers: [cookieResolver({ hostPrefix: true })] });
+ * ```
+ */
+export function cookieResolver(options: CookieResolverOptions = {}): CookieResolver {
+  const name = options.name ?? 'vsid';
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) {
+    throw new ConfigError(
+      `cookieResolver name ${JSON.stringify(name)} is not a valid cookie name; use letters, digits, '_' or '-'`,
+    );
+  }
+  const hostPrefix = options.hostPrefix ?? false;
+  if (hostPrefix && options.domain !== undefined) {
+    throw new ConfigError('cookieResolver: a __Host- cookie cannot have a domain; remove domain or hostPrefix');
+  }
+  const maxAgeMs = Math.min(toMs(options.maxAge ?? '400d', 'cookieResolver maxAge'), MAX_AGE_CAP_MS);
+  const refreshAfterMs = toMs(options.refreshAfter ?? '7d', 'cookieResolver refreshAfter');
+  const sameSite = options.sameSite ?? 'lax';
+  const secureOption = hostPrefix || sameSite === 'none' ? true : (options.secure ?? 'auto');
+  const cookieName = hostPrefix ? `__Host-${name}` : name;
+  const maxAgeSeconds = Math.floor(maxAgeMs / 1000);
+
+  const read = (ctx: ResolverContext): CookieReading | undefined => {
+    const raw = ctx.cookies[cookieName];
+    if (raw === undefined || raw.length > MAX_COOKIE_LENGTH) return undefined;
+    const verified = ctx.keys.verify('visitor-cookie', raw);
+    if (!verified) return undefined;
+    const dot = verified.value.lastIndexOf('.');
+    const id = verified.value.slice(0, dot);
+    const issued = verified.value.slice(dot + 1);
+    if (dot < 0 || !ID.test(id) || !ISSUED.test(issued)) return undefined;
+    const age = ctx.now() - Number.parseInt(issued, 36) * 1000;
+    if (age > maxAgeMs || age < -CLOCK_SKEW_MS) return undefined;
+    return { id, reissue: verified.rotated || age > refreshAfterMs };
+  };
+
+  return {
+    name: 'cookie',
+    kind: 'visitor-cookie',
+    cookieName,
+    read,
+    resolve(ctx): Identity | undefined {
+      const reading = read(ctx);
+      return reading && { id: reading.id, confidence: 'high' };
+    },
+    serialize(id, ctx) {
+      const issued = Math.floor(ctx.now() / 1000).toString(36);
+      return serialize(cookieName, ctx.keys.sign('visitor-cookie', `${id}.${issued}`), {
+        httpOnly: true,
+        path: '/',
+        sameSite,
+        secure: secureOption === 'auto' ? ctx.secure : secureOption,
+        maxAge: maxAgeSeconds,
+        ...(options.domain === undefined ? {} : { domain: options.domain }),
+      });
+    },
+  };
+}
+
+export const isCookieResolver = (resolver: Resolver): resolver is CookieResolver =>
+  (resolver as Partial<CookieResolver>).kind === 'visitor-cookie';

@@ -1,0 +1,81 @@
+import { ConfigError } from '../errors.js';
+import { cookieStorage } from './cookie-storage.js';
+import { type KeyvLike, keyvStorage } from './keyv-storage.js';
+import { memoryStorage } from './memory-storage.js';
+import { postgresStorage } from './postgres-storage.js';
+import { redisStorage } from './redis-storage.js';
+import { sqliteStorage } from './sqlite-storage.js';
+import type { RequestScopedStorage, Storage, StorageFactory, StorageOptions } from './storage.js';
+
+/** A Keyv 5 instance, told apart from a storage by its `opts`. */
+export type KeyvInstance = KeyvLike & { readonly opts: unknown };
+
+/** What the `store` option takes. */
+export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance;
+
+const builtIn: Record<string, StorageFactory> = {
+  memory: (_url, options) => memoryStorage(options),
+  sqlite: sqliteStorage,
+  redis: redisStorage,
+  rediss: redisStorage,
+  postgres: postgresStorage,
+  postgresql: postgresStorage,
+  cookie: () => cookieStorage(),
+};
+
+const registered = new Map<string, StorageFactory>();
+
+/**
+ * Makes `store: 'scheme://…'` use a storage of the application's own. The factory gets the
+ * parsed URL and the namespace, and returns a {@link Storage} (or a promise of one).
+ *
+ * @example
+ * ```ts
+ * registerStorage('file', (url) => fileStorage(url.pathname));
+ * createVisitorState({ store: 'file:///var/lib/visitor-state' });
+ * ```
+ */
+export function registerStorage(scheme: string, factory: StorageFactory): void {
+  const name = scheme.replace(/:$/, '').toLowerCase();
+  if (!/^[a-z][a-z0-9+.-]*$/.test(name))
+    throw new ConfigError(`'${scheme}' is not a URL scheme; use letters such as 'file'`);
+  if (name in builtIn)
+    throw new ConfigError(`'${name}:' is a built-in storage; register your storage under another scheme`);
+  registered.set(name, factory);
+}
+
+const isKeyv = (store: object): store is KeyvInstance =>
+  'opts' in store && typeof (store as { on?: unknown }).on === 'function';
+
+/** Opens what the `store` option names; the URL's password never appears in an error. */
+export async function openStorage(
+  store: StoreOption,
+  options: StorageOptions,
+): Promise<Storage | RequestScopedStorage> {
+  if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
+  // Several cluster seeds (redis://h1:7000,h2:7001/) are not one URL's host: the Redis factory parses them.
+  if (/^rediss?:\/\/[^/?#]*,/i.test(store)) return redisStorage(store, options);
+  let url: URL;
+  try {
+    url = new URL(store);
+  } catch (error) {
+    throw new ConfigError(
+      `store ${JSON.stringify(redact(store))} is not a URL; use e.g. 'memory:' or 'sqlite://./data/visitor-state.sqlite'`,
+      { cause: error },
+    );
+  }
+  const scheme = url.protocol.slice(0, -1);
+  const factory = builtIn[scheme] ?? registered.get(scheme);
+  if (!factory) {
+    const known = [...Object.keys(builtIn), ...registered.keys()].map((s) => `'${s}:'`).join(', ');
+    throw new ConfigError(
+      `unknown store scheme '${scheme}:'; use one of ${known}, or registerStorage('${scheme}', factory) first`,
+    );
+  }
+  return factory(url, options);
+}
+
+/** A store URL as it may be shown: without its password. */
+export function redact(store: string): string {
+  return store.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
+}

@@ -1,0 +1,170 @@
+import { type Duration, toMs } from '../duration.js';
+import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
+import { type GuardedStorage, guardStorage } from './guard.js';
+import { openStorage, redact, type StoreOption } from './registry.js';
+import {
+  isRequestScoped,
+  type RequestScopedStorage,
+  type Storage,
+  type StorageOptions,
+  type StorageRequest,
+} from './storage.js';
+
+/** Per-bin settings, by exact name or a pattern with `*` (`'ui:*'`). */
+export interface BinRule {
+  /** Where these bins live. @default the `store` option */
+  store?: StoreOption;
+  /** Their lifetime. @default the `ttl` option */
+  ttl?: Duration;
+}
+
+/** The calls the bin cache makes on one store within one request. */
+export type BinStore = Omit<GuardedStorage, 'canList'>;
+
+/** One opened store: shared by every request, or bound to each. */
+export interface StoreHandle {
+  readonly label: string;
+  readonly opened: Promise<Storage | RequestScopedStorage>;
+  /** The guarded shared storage; `undefined` for a request-scoped one. */
+  shared(): GuardedStorage | undefined;
+  readonly migrateFrom: StoreHandle | undefined;
+}
+
+export interface RoutedBin {
+  readonly handle: StoreHandle;
+  readonly ttlMs: number | undefined;
+}
+
+export interface RouterOptions {
+  readonly store: StoreOption;
+  readonly bins: Readonly<Record<string, BinRule>>;
+  readonly migrateFrom: StoreOption | undefined;
+  readonly storageOptions: StorageOptions;
+  readonly timeoutMs: number;
+  readonly defaultTtlMs: number;
+  readonly onError: ErrorHook;
+}
+
+/** Picks the store of each bin and opens each store once, at construction. */
+export interface Router {
+  readonly main: StoreHandle;
+  route(bin: string, store: StoreOption | undefined): RoutedBin;
+  /** Every store, for sweep and close. */
+  handles(): StoreHandle[];
+  bind(handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore>;
+}
+
+const describe = (store: StoreOption) => (typeof store === 'string' ? redact(store) : 'custom storage');
+
+export function createRouter(options: RouterOptions): Router {
+  const byKey = new Map<StoreOption, StoreHandle>();
+
+  const open = (store: StoreOption, migrateFrom?: StoreOption): StoreHandle => {
+    const existing = byKey.get(store);
+    if (existing) return existing;
+    const label = `store ${describe(store)}`;
+    const opened = Promise.resolve().then(() => openStorage(store, options.storageOptions));
+    opened.catch(() => {}); // reported on use and by ready(); never an unhandled rejection
+    let guarded: GuardedStorage | undefined;
+    const handle: StoreHandle = {
+      label,
+      opened,
+      shared() {
+        if (typeof store === 'string' && store.startsWith('cookie:')) return undefined;
+        guarded ??= guardStorage(
+          opened.then((s) => (isRequestScoped(s) ? Promise.reject(new ConfigError(`${label} is request-scoped`)) : s)),
+          label,
+          options.timeoutMs,
+          options.onError,
+        );
+        return guarded;
+      },
+      migrateFrom: migrateFrom === undefined ? undefined : open(migrateFrom),
+    };
+    byKey.set(store, handle);
+    return handle;
+  };
+
+  const main = open(options.store, options.migrateFrom);
+  const rules = Object.entries(options.bins).map(([pattern, rule]) => ({
+    match: new RegExp(`^${pattern.split('*').map(escapeRegExp).join('.*')}$`),
+    handle: rule.store === undefined ? main : open(rule.store),
+    ttlMs: rule.ttl === undefined ? undefined : toMs(rule.ttl, `bins['${pattern}'].ttl`),
+  }));
+
+  const bind = async (handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore> => {
+    const storage = await handle.opened.catch(() => undefined);
+    if (storage && isRequestScoped(storage)) {
+      if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
+      return direct(storage.bind(request));
+    }
+    const shared = handle.shared() as GuardedStorage;
+    return handle.migrateFrom
+      ? migrating(shared, await bind(handle.migrateFrom, request), options.defaultTtlMs)
+      : shared;
+  };
+
+  return {
+    main,
+    bind,
+    route(bin, store) {
+      if (store !== undefined) return { handle: open(store), ttlMs: undefined };
+      for (const rule of rules) if (rule.match.test(bin)) return rule;
+      return { handle: main, ttlMs: undefined };
+    },
+    handles: () => [...byKey.values()],
+  };
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+
+/** A request-bound storage used as it is: its errors are already typed. */
+function direct(storage: Storage): BinStore {
+  return {
+    get: (id, bin) => storage.get(id, bin),
+    getMany: (id, bins) =>
+      storage.getMany ? storage.getMany(id, bins) : Promise.all(bins.map((b) => storage.get(id, b))),
+    set: (id, bin, data, ttlMs) => storage.set(id, bin, data, ttlMs),
+    delete: (id, bin) => storage.delete(id, bin),
+    bins: async (id) => (storage.bins ? storage.bins(id) : []),
+  };
+}
+
+/** Reads fall back to the old store; what is found there moves to the new one. */
+function migrating(current: BinStore, old: BinStore, ttlMs: number): BinStore {
+  // The old store's remaining lifetime is not known: a moved bin starts a default one.
+  const move = async (id: string, bin: string, data: unknown) => {
+    await current.set(id, bin, data, ttlMs);
+    await old.delete(id, bin);
+  };
+  return {
+    ...current,
+    async get(id, bin) {
+      const data = await current.get(id, bin);
+      if (data !== undefined) return data;
+      const found = await old.get(id, bin);
+      if (found !== undefined) await move(id, bin, found).catch(reported);
+      return found;
+    },
+    async getMany(id, bins) {
+      const found = await current.getMany(id, bins);
+      const missing = bins.filter((_, i) => found[i] === undefined);
+      if (missing.length === 0) return found;
+      const older = await old.getMany(id, missing);
+      let next = 0;
+      return Promise.all(
+        found.map(async (data, i) => {
+          if (data !== undefined) return data;
+          const moved = older[next++];
+          if (moved !== undefined) await move(id, bins[i] as string, moved).catch(reported);
+          return moved;
+        }),
+      );
+    },
+  };
+}
+
+/** The guard has already sent a failed move to onError; the read still succeeds. */
+const reported = (error: unknown) => {
+  if (!(error instanceof StorageError)) throw error;
+};

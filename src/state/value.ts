@@ -1,0 +1,66 @@
+import { BinError } from '../errors.js';
+
+const MAX_BIN_NAME = 200;
+const BIN_NAME = /^[\x21-\x7e]+$/;
+
+/** Throws a {@link BinError} unless `name` is 1 to 200 visible ASCII characters. */
+export function checkBinName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.length === 0 || name.length > MAX_BIN_NAME || !BIN_NAME.test(name)) {
+    throw new BinError(
+      `bin name ${typeof name === 'string' ? JSON.stringify(name.slice(0, 40)) : String(typeof name)} is not usable: use 1 to ${MAX_BIN_NAME} visible ASCII characters without spaces, such as 'mymod:geo'`,
+    );
+  }
+}
+
+/**
+ * The JSON text of `data`, or a {@link BinError} when JSON cannot carry it faithfully: a
+ * function, symbol, BigInt, NaN or Infinity, a cycle, or an object that is not plain (a Date
+ * would come back as a string, a Map or Set as `{}`) — refused now rather than found broken
+ * on the next page. Properties whose value is `undefined` are dropped, as JSON does.
+ */
+export function serializeBin(bin: string, data: unknown, maxBytes: number): string {
+  const problem = unsupported(data, new Set());
+  if (problem)
+    throw new BinError(
+      `bin '${bin}': ${problem}; store plain objects, arrays, strings, finite numbers, booleans or null`,
+    );
+  const json = JSON.stringify(data);
+  const bytes = json.length <= maxBytes / 3 ? json.length : Buffer.byteLength(json);
+  if (bytes > maxBytes) {
+    throw new BinError(
+      `bin '${bin}' is ${bytes} bytes as JSON, over the ${maxBytes}-byte limit; visitor state is meant to be small`,
+    );
+  }
+  return json;
+}
+
+function unsupported(value: unknown, path: Set<object>): string | undefined {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return undefined;
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${value} is not a finite number`;
+    case 'object': {
+      if (value === null) return undefined;
+      if (path.has(value)) return 'the value contains a cycle';
+      const proto = Object.getPrototypeOf(value);
+      const isArray = Array.isArray(value);
+      if (!isArray && proto !== Object.prototype && proto !== null) {
+        return `a ${value.constructor?.name ?? 'non-plain object'} is not plain data`;
+      }
+      path.add(value);
+      for (const item of isArray ? value : Object.values(value)) {
+        if (item === undefined && !isArray) continue;
+        const problem = item === undefined ? 'undefined in an array' : unsupported(item, path);
+        if (problem) return problem;
+      }
+      path.delete(value);
+      return undefined;
+    }
+    case 'undefined':
+      return 'undefined is not data; use delete() to remove a bin';
+    default:
+      return `a ${typeof value} is not data`;
+  }
+}

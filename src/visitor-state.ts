@@ -1,0 +1,336 @@
+import { parse as parseCookies } from 'cookie';
+import { createKeyRing, randomId as defaultRandomId } from './crypto.js';
+import { type Duration, toMs } from './duration.js';
+import { ConfigError, CookieError, type ErrorHook, StorageError, type VisitorStateError } from './errors.js';
+import {
+  type NodeLikeRequest,
+  type NodeLikeResponse,
+  nodeRequestView,
+  nodeResponseView,
+  type RequestView,
+  type ResponseView,
+} from './http.js';
+import { createChain, type Placement } from './identity/chain.js';
+import { createProxyTrust, type TrustProxy } from './identity/client-ip.js';
+import { cookieResolver } from './identity/cookie.js';
+import type { Confidence, Resolver, ResolverContext } from './identity/types.js';
+import { type BinCache, createBinCache } from './state/cache.js';
+import type { StoreOption } from './state/registry.js';
+import { type BinRule, createRouter } from './state/router.js';
+import type { StorageRequest } from './state/storage.js';
+
+/** Options of {@link createVisitorState}. */
+export interface VisitorStateOptions {
+  /**
+   * Signs the visitor cookie and keys every derived ID. A list rotates: the first signs,
+   * all verify, and a cookie signed by an older one is re-signed. At least 32 characters;
+   * required when `NODE_ENV=production`.
+   * @default process.env.VISITOR_STATE_SECRET, else (outside production) a random secret per process
+   */
+  secret?: string | readonly string[];
+  /**
+   * Where bins live: `'memory:'`, `'sqlite://./path.sqlite'`, `'redis://host:6379'`,
+   * `'postgres://…'`, `'cookie:'`, a scheme from `registerStorage`, a Keyv instance or a storage object.
+   * @default 'memory:'
+   */
+  store?: StoreOption;
+  /**
+   * Default lifetime of a bin.
+   * @default '30d'
+   */
+  ttl?: Duration;
+  /**
+   * The resolver chain, in order; the first that knows the visitor wins.
+   * @default [cookieResolver()]
+   */
+  resolvers?: readonly Resolver[];
+  /**
+   * Proxies whose `X-Forwarded-For`, `Forwarded` and `X-Forwarded-Proto` are believed: CIDRs,
+   * `'loopback'`, `'private'`, `'linklocal'`, a hop count, or a function.
+   * @default undefined: no proxy is trusted
+   */
+  trustProxy?: TrustProxy;
+  /**
+   * Keeps several applications apart in one store.
+   * @default 'vs'
+   */
+  namespace?: string;
+  /**
+   * How long a store call may take before it counts as failed.
+   * @default 250
+   */
+  timeout?: Duration;
+  /**
+   * Largest bin, in bytes of JSON.
+   * @default 65536
+   */
+  maxValueBytes?: number;
+  /**
+   * Bound of the `memory:` store, in entries.
+   * @default 100000
+   */
+  maxEntries?: number;
+  /**
+   * Per-bin store and lifetime by name pattern, e.g. `{ 'ui:*': { store: 'cookie:' } }`.
+   * @default {}
+   */
+  bins?: Readonly<Record<string, BinRule>>;
+  /**
+   * A store to move from: a bin missing from `store` is looked up there and moved.
+   * @default undefined
+   */
+  migrateFrom?: StoreOption;
+  /**
+   * Runs `sweep()` this often, in the background, for stores without native expiry.
+   * @default undefined: sweep only when called
+   */
+  sweepInterval?: Duration;
+  /**
+   * What a response that resolved the visitor tells shared caches: `'private'` sets
+   * `Cache-Control: private` unless the handler already set a Cache-Control; `'vary'`
+   * adds `Vary: Cookie`; `false` adds nothing.
+   * @default 'private'
+   */
+  cacheControl?: 'private' | 'vary' | false;
+  /**
+   * Receives every failure that visitor-state recovers from: a store down, a resolver that threw.
+   * @default a one-line console.warn per failure
+   */
+  onError?: ErrorHook;
+  /** The clock. @default Date.now */
+  now?: () => number;
+  /** Mints new visitor IDs. @default 128 random bits, base64url */
+  randomId?: () => string;
+}
+
+/** The visitor of one request. */
+export interface Visitor {
+  /** A stable, opaque ID. */
+  readonly id: string;
+  /** `'cookie'`, `'auth'`, `'fingerprint'`, `'new'`, or a custom resolver's name. */
+  readonly source: string;
+  readonly confidence: Confidence;
+  /** The visitor's bins. */
+  readonly cache: BinCache;
+}
+
+/** What {@link createVisitorState} returns. */
+export interface VisitorState {
+  /** The visitor of a node:http (or Express) request; resolved once per request. */
+  resolve(req: NodeLikeRequest, res?: NodeLikeResponse): Promise<Visitor>;
+  /** The same, for adapters that build their own views; `key` identifies the request. */
+  resolveView(request: RequestView, response: ResponseView | undefined, key?: object): Promise<Visitor>;
+  /** Adds a resolver to the chain, at the end or next to a named one. */
+  use(resolver: Resolver, placement?: Placement): VisitorState;
+  /** The visitor cookie's name, for a cache or proxy that must let it through. */
+  readonly cookieName: string | undefined;
+  /** Resolves when every store is open; rejects with the `ConfigError` of one that cannot be. */
+  ready(): Promise<void>;
+  /** Removes expired entries from stores without native expiry; resolves to how many. */
+  sweep(): Promise<number>;
+  /** Stops the sweep timer and closes store connections. */
+  close(): Promise<void>;
+}
+
+const MIN_SECRET = 32;
+let warnedRandomSecret = false;
+
+function secretsFrom(option: string | readonly string[] | undefined): string[] {
+  const given = option ?? process.env.VISITOR_STATE_SECRET;
+  const list = given === undefined ? [] : typeof given === 'string' ? [given] : [...given];
+  const production = process.env.NODE_ENV === 'production';
+  if (list.length === 0) {
+    if (production) {
+      throw new ConfigError(
+        `secret is required in production: set VISITOR_STATE_SECRET to at least ${MIN_SECRET} random characters (openssl rand -base64 32)`,
+      );
+    }
+    if (!warnedRandomSecret) {
+      warnedRandomSecret = true;
+      console.warn(
+        'visitor-state: no secret set; using a random one for this process, so visitor cookies will not survive a restart. Set VISITOR_STATE_SECRET.',
+      );
+    }
+    return [defaultRandomId() + defaultRandomId()];
+  }
+  for (const secret of list) {
+    if (typeof secret !== 'string' || secret.length === 0 || (production && secret.length < MIN_SECRET)) {
+      throw new ConfigError(
+        `secret must be at least ${MIN_SECRET} characters; set VISITOR_STATE_SECRET to e.g. the output of: openssl rand -base64 32`,
+      );
+    }
+  }
+  return list;
+}
+
+const warn: ErrorHook = (error: VisitorStateError) => {
+  console.warn(`visitor-state: ${error.code}: ${error.message}`);
+};
+
+/**
+ * Wires the resolver chain, the stores and the options into one object that resolves the
+ * visitor of each request.
+ *
+ * @example
+ * ```ts
+ * const visitors = createVisitorState({ secret: process.env.VISITOR_STATE_SECRET, store: 'sqlite://./data/vs.sqlite' });
+ * http.createServer(async (req, res) => {
+ *   const visitor = await visitors.resolve(req, res);
+ *   await visitor.cache.set('mymod:geo', { city: 'Lyon' });
+ *   res.end(visitor.id);
+ * });
+ * ```
+ */
+export function createVisitorState(options: VisitorStateOptions = {}): VisitorState {
+  const keys = createKeyRing(secretsFrom(options.secret));
+  const onError = options.onError ?? warn;
+  const now = options.now ?? Date.now;
+  const proxy = createProxyTrust(options.trustProxy);
+  const chain = createChain(options.resolvers ?? [cookieResolver()], onError, options.randomId ?? defaultRandomId);
+  const namespace = options.namespace ?? 'vs';
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(namespace)) {
+    throw new ConfigError(`namespace ${JSON.stringify(namespace)} must be 1 to 64 characters of A-Z a-z 0-9 _ . -`);
+  }
+  const maxValueBytes = options.maxValueBytes ?? 65_536;
+  if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1)
+    throw new ConfigError('maxValueBytes must be a positive whole number of bytes');
+  const defaultTtlMs = toMs(options.ttl ?? '30d', 'ttl');
+  const cacheControl = options.cacheControl ?? 'private';
+
+  const router = createRouter({
+    store: options.store ?? 'memory:',
+    bins: options.bins ?? {},
+    migrateFrom: options.migrateFrom,
+    storageOptions: {
+      namespace,
+      maxEntries: options.maxEntries ?? 100_000,
+      report: (error) => onError(error as VisitorStateError),
+    },
+    timeoutMs: toMs(options.timeout ?? 250, 'timeout'),
+    defaultTtlMs,
+    onError,
+  });
+  const settings = { router, defaultTtlMs, maxValueBytes };
+  const resolved = new WeakMap<object, Promise<Visitor>>();
+
+  const contextFor = (request: RequestView): ResolverContext => {
+    let cookies: Record<string, string | undefined> | undefined;
+    let clientIp: string | undefined | null = null;
+    let secure: boolean | undefined;
+    return {
+      header: (name) => request.header(name),
+      get cookies() {
+        cookies ??= parseCookies(request.header('cookie') ?? '');
+        return cookies;
+      },
+      get clientIp() {
+        if (clientIp === null) clientIp = proxy.clientIp(request);
+        return clientIp;
+      },
+      get secure() {
+        secure ??= proxy.isSecure(request);
+        return secure;
+      },
+      req: request.raw,
+      keys,
+      now,
+    };
+  };
+
+  const resolveVisitor = async (request: RequestView, response: ResponseView | undefined): Promise<Visitor> => {
+    const ctx = contextFor(request);
+    const resolution = await chain.resolve(ctx);
+    const cookie = chain.cookie;
+    if (response) {
+      if (resolution.issue !== undefined && cookie) {
+        if (response.headersSent) {
+          onError(
+            new CookieError('the visitor cookie could not be sent: resolve the visitor before writing the response'),
+          );
+        } else {
+          response.setCookie(cookie.cookieName, cookie.serialize(resolution.issue, ctx));
+        }
+      }
+      if (!response.headersSent) {
+        if (cacheControl === 'private' && response.getHeader('cache-control') === undefined) {
+          response.setHeader('cache-control', 'private');
+        } else if (cacheControl === 'vary') {
+          response.appendHeader('vary', 'Cookie');
+        }
+      }
+    }
+    const storageRequest: StorageRequest = {
+      get cookies() {
+        return ctx.cookies;
+      },
+      get secure() {
+        return ctx.secure;
+      },
+      response,
+      keys,
+      now,
+    };
+    return {
+      id: resolution.id,
+      source: resolution.source,
+      confidence: resolution.confidence,
+      cache: createBinCache(resolution, settings, storageRequest),
+    };
+  };
+
+  const sweep = async (): Promise<number> => {
+    let removed = 0;
+    for (const handle of router.handles()) {
+      const storage = await handle.opened.catch(() => undefined);
+      if (storage && 'sweep' in storage && typeof storage.sweep === 'function') {
+        try {
+          removed += await storage.sweep();
+        } catch (error) {
+          onError(new StorageError(`${handle.label} failed to sweep`, { cause: error }));
+        }
+      }
+    }
+    return removed;
+  };
+
+  const sweepTimer =
+    options.sweepInterval === undefined
+      ? undefined
+      : setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval')).unref();
+
+  const state: VisitorState = {
+    resolve(req, res) {
+      return state.resolveView(nodeRequestView(req), res ? nodeResponseView(res) : undefined, req);
+    },
+    resolveView(request, response, key = request.raw as object) {
+      if (typeof key !== 'object' || key === null) return resolveVisitor(request, response);
+      let visitor = resolved.get(key);
+      if (!visitor) {
+        visitor = resolveVisitor(request, response);
+        resolved.set(key, visitor);
+      }
+      return visitor;
+    },
+    use(resolver, placement) {
+      chain.use(resolver, placement);
+      return state;
+    },
+    get cookieName() {
+      return chain.cookie?.cookieName;
+    },
+    async ready() {
+      await Promise.all(router.handles().map((handle) => handle.opened));
+    },
+    sweep,
+    async close() {
+      clearInterval(sweepTimer);
+      await Promise.all(
+        router.handles().map(async (handle) => {
+          const storage = await handle.opened.catch(() => undefined);
+          if (storage && 'close' in storage && typeof storage.close === 'function') await storage.close();
+        }),
+      );
+    },
+  };
+  return state;
+}
