@@ -29,4 +29,5 @@ export type {
   StorageOptions,
   StorageRequest,
 } from './state/storage.js';
-export { createVisitorState, type Visitor, type VisitorState, type VisitorStateOptions } from './visitor-state.js';
+export type { LinkOutcome, LinkPolicy, Visitor, VisitorChange } from './visitor.js';
+export { createVisitorState, type VisitorState, type VisitorStateOptions } from './visitor-state.js';

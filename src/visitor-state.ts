@@ -13,11 +13,11 @@ import {
 import { createChain, type Placement } from './identity/chain.js';
 import { createProxyTrust, type TrustProxy } from './identity/client-ip.js';
 import { cookieResolver } from './identity/cookie.js';
-import type { Confidence, Resolver, ResolverContext } from './identity/types.js';
-import { type BinCache, createBinCache } from './state/cache.js';
+import type { Resolver, ResolverContext } from './identity/types.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter } from './state/router.js';
 import type { StorageRequest } from './state/storage.js';
+import { createVisitor, type LinkPolicy, linkKey, linkStore, type Visitor, type VisitorChange } from './visitor.js';
 
 /** Options of {@link createVisitorState}. */
 export interface VisitorStateOptions {
@@ -97,21 +97,25 @@ export interface VisitorStateOptions {
    * @default a one-line console.warn per failure
    */
   onError?: ErrorHook;
+  /**
+   * What `visitor.link()` does when the user is already linked to another visitor.
+   * @default 'keep'
+   */
+  linkPolicy?: LinkPolicy;
+  /**
+   * How long a link between a user and a visitor is kept after its last login.
+   * @default '400d'
+   */
+  linkTtl?: Duration;
+  /**
+   * Hears when a visitor's ID changes within a request (adopt, rotate) or its state is erased (forget).
+   * @default undefined
+   */
+  onVisitorChange?: (change: VisitorChange) => void;
   /** The clock. @default Date.now */
   now?: () => number;
   /** Mints new visitor IDs. @default 128 random bits, base64url */
   randomId?: () => string;
-}
-
-/** The visitor of one request. */
-export interface Visitor {
-  /** A stable, opaque ID. */
-  readonly id: string;
-  /** `'cookie'`, `'auth'`, `'fingerprint'`, `'new'`, or a custom resolver's name. */
-  readonly source: string;
-  readonly confidence: Confidence;
-  /** The visitor's bins. */
-  readonly cache: BinCache;
 }
 
 /** What {@link createVisitorState} returns. */
@@ -122,8 +126,16 @@ export interface VisitorState {
   resolveView(request: RequestView, response: ResponseView | undefined, key?: object): Promise<Visitor>;
   /** Adds a resolver to the chain, at the end or next to a named one. */
   use(resolver: Resolver, placement?: Placement): VisitorState;
-  /** The visitor cookie's name, for a cache or proxy that must let it through. */
+  /** The visitor cookie's name. */
   readonly cookieName: string | undefined;
+  /**
+   * The cookies a shared cache must pass to the application on paths that use visitor
+   * state (and may strip elsewhere): their names or name prefixes, and one pattern for them,
+   * e.g. `^(vsid|vs_data\.[0-9]+)$` for a Varnish VCL.
+   */
+  readonly cacheCookies: { readonly names: readonly string[]; readonly pattern: string };
+  /** Forgets the link of a user, e.g. when the account is deleted. */
+  unlink(userId: string | number): Promise<void>;
   /** Resolves when every store is open; rejects with the `ConfigError` of one that cannot be. */
   ready(): Promise<void>;
   /** Removes expired entries from stores without native expiry; resolves to how many. */
@@ -133,6 +145,7 @@ export interface VisitorState {
 }
 
 const MIN_SECRET = 32;
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 let warnedRandomSecret = false;
 
 function secretsFrom(option: string | readonly string[] | undefined): string[] {
@@ -211,6 +224,23 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     onError,
   });
   const settings = { router, defaultTtlMs, maxValueBytes };
+  const env = {
+    router,
+    settings,
+    cookie: () => chain.cookie,
+    randomId: options.randomId ?? defaultRandomId,
+    onError,
+    onVisitorChange: options.onVisitorChange,
+    linkPolicy: options.linkPolicy ?? 'keep',
+    linkTtlMs: toMs(options.linkTtl ?? '400d', 'linkTtl'),
+  } as const;
+  if (env.linkPolicy !== 'keep' && env.linkPolicy !== 'adopt') {
+    throw new ConfigError(`linkPolicy must be 'keep' or 'adopt'; got ${JSON.stringify(env.linkPolicy)}`);
+  }
+  const linkedVisitor = async (userId: string | number): Promise<string | undefined> => {
+    const found = await linkStore(router)?.get(linkKey({ keys }, userId), '@link');
+    return typeof found === 'string' ? found : undefined;
+  };
   const resolved = new WeakMap<object, Promise<Visitor>>();
 
   const contextFor = (request: RequestView): ResolverContext => {
@@ -234,6 +264,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
       req: request.raw,
       keys,
       now,
+      linkedVisitor,
     };
   };
 
@@ -270,12 +301,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
       keys,
       now,
     };
-    return {
-      id: resolution.id,
-      source: resolution.source,
-      confidence: resolution.confidence,
-      cache: createBinCache(resolution, settings, storageRequest),
-    };
+    return createVisitor(resolution, env, ctx, response, storageRequest);
   };
 
   const sweep = async (): Promise<number> => {
@@ -317,6 +343,33 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     },
     get cookieName() {
       return chain.cookie?.cookieName;
+    },
+    get cacheCookies() {
+      const names = [
+        ...(chain.cookie ? [chain.cookie.cookieName] : []),
+        ...router.cookieStores().map((name) => `${name}.*`),
+      ];
+      const alternatives = names.map((name) =>
+        name.endsWith('.*') ? `${escapeRegExp(name.slice(0, -2))}\\.[0-9]+` : escapeRegExp(name),
+      );
+      return { names, pattern: `^(${alternatives.join('|')})$` };
+    },
+    async unlink(userId) {
+      const links = linkStore(router);
+      if (!links) return;
+      const key = linkKey({ keys }, userId);
+      const visitorId = await links.get(key, '@link');
+      await links.delete(key, '@link');
+      if (typeof visitorId === 'string') {
+        const keys = ((await links.get(visitorId, '@links')) as string[] | undefined) ?? [];
+        if (keys.includes(key))
+          await links.set(
+            visitorId,
+            '@links',
+            keys.filter((k) => k !== key),
+            env.linkTtlMs,
+          );
+      }
     },
     async ready() {
       await Promise.all(router.handles().map((handle) => handle.opened));

@@ -19,8 +19,9 @@ export interface AuthResolverOptions {
 }
 
 /**
- * Resolves a logged-in user to a visitor ID: a keyed HMAC of the user ID, so the ID is
- * stable for the user on every device and reveals nothing of the user ID.
+ * Resolves a logged-in user to a visitor ID: the visitor that `visitor.link(userId)`
+ * recorded for the user, else a keyed HMAC of the user ID, so the ID is stable for the user
+ * on every device and reveals nothing of the user ID.
  *
  * Put it after `cookieResolver()` (the order of the default examples): when a request has
  * both a valid visitor cookie and a user, the cookie wins, so the visitor ID does not change
@@ -40,7 +41,8 @@ export function authResolver(options: AuthResolverOptions): Resolver {
     async resolve(ctx): Promise<Identity | undefined> {
       const user = await options.identify(ctx.req, ctx);
       if (user === undefined || user === null || user === '') return undefined;
-      return { id: ctx.keys.mac('auth-id', String(user), 16), confidence: 'high' };
+      const linked = await ctx.linkedVisitor(user);
+      return { id: linked ?? ctx.keys.mac('auth-id', String(user), 16), confidence: 'high' };
     },
   };
 }

@@ -54,6 +54,8 @@ export interface CookieResolver extends Resolver {
   read(ctx: ResolverContext): CookieReading | undefined;
   /** The Set-Cookie value that gives the client `id`. */
   serialize(id: string, ctx: ResolverContext): string;
+  /** The Set-Cookie value that removes the cookie from the client. */
+  clear(ctx: ResolverContext): string;
 }
 
 const MAX_AGE_CAP_MS = 400 * 86_400_000;
@@ -107,6 +109,16 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     return { id, reissue: verified.rotated || age > refreshAfterMs };
   };
 
+  const write = (value: string, maxAge: number, ctx: ResolverContext) =>
+    serialize(cookieName, value, {
+      httpOnly: true,
+      path: '/',
+      sameSite,
+      secure: secureOption === 'auto' ? ctx.secure : secureOption,
+      maxAge,
+      ...(options.domain === undefined ? {} : { domain: options.domain }),
+    });
+
   return {
     name: 'cookie',
     kind: 'visitor-cookie',
@@ -118,14 +130,10 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     },
     serialize(id, ctx) {
       const issued = Math.floor(ctx.now() / 1000).toString(36);
-      return serialize(cookieName, ctx.keys.sign('visitor-cookie', `${id}.${issued}`), {
-        httpOnly: true,
-        path: '/',
-        sameSite,
-        secure: secureOption === 'auto' ? ctx.secure : secureOption,
-        maxAge: maxAgeSeconds,
-        ...(options.domain === undefined ? {} : { domain: options.domain }),
-      });
+      return write(ctx.keys.sign('visitor-cookie', `${id}.${issued}`), maxAgeSeconds, ctx);
+    },
+    clear(ctx) {
+      return write('', 0, ctx);
     },
   };
 }

@@ -39,6 +39,8 @@ export interface ResolverContext {
   readonly keys: KeyRing;
   /** The clock, injectable for tests. */
   now(): number;
+  /** The visitor ID that `visitor.link(userId)` recorded for a verified user, if any. */
+  linkedVisitor(userId: string | number): Promise<string | undefined>;
 }
 
 /**

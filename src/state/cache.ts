@@ -84,16 +84,7 @@ export function createBinCache(
   const { router } = settings;
   // JSON text per bin, as the store has it: one store call per bin per request, shared by concurrent readers.
   const memo = new Map<string, Promise<string | undefined>>();
-  const bound = new Map<StoreHandle, Promise<BinStore>>();
-
-  const storeOf = (handle: StoreHandle): Promise<BinStore> => {
-    let store = bound.get(handle);
-    if (!store) {
-      store = router.bind(handle, request);
-      bound.set(handle, store);
-    }
-    return store;
-  };
+  const storeOf = (handle: StoreHandle): Promise<BinStore> => router.bind(handle, request);
 
   const route = (ref: BinRef): Routed => {
     const name = typeof ref === 'string' ? ref : ref.name;

@@ -104,6 +104,7 @@ export function cookieStorage(options: CookieStorageOptions = {}): RequestScoped
 
   return {
     scope: 'request',
+    cookieName: name,
     bind(request) {
       return bindStorage(request, { name, maxBytes, attributes, secure: secureOption, chunkPattern });
     },

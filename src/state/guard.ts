@@ -11,9 +11,10 @@ export interface GuardedStorage {
   get(visitorId: string, bin: string): Promise<unknown>;
   getMany(visitorId: string, bins: readonly string[]): Promise<unknown[]>;
   set(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<void>;
+  /** Set-if-absent; atomic where the storage has `add`, a get-then-set otherwise. */
+  add(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<boolean>;
   delete(visitorId: string, bin: string): Promise<void>;
   bins(visitorId: string): Promise<string[]>;
-  readonly canList: boolean;
 }
 
 export function guardStorage(
@@ -67,14 +68,6 @@ export function guardStorage(
     }
   };
 
-  let canList = false;
-  open.then(
-    (storage) => {
-      canList = typeof storage.bins === 'function';
-    },
-    () => {},
-  );
-
   return {
     get: (visitorId, bin) => read('get', (s) => s.get(visitorId, bin), undefined),
     getMany: (visitorId, bins) =>
@@ -84,6 +77,17 @@ export function guardStorage(
         bins.map(() => undefined),
       ),
     set: (visitorId, bin, data, ttlMs) => write('set', (s) => s.set(visitorId, bin, data, ttlMs)),
+    add: async (visitorId, bin, data, ttlMs) => {
+      let stored = false;
+      await write('add', async (s) => {
+        if (s.add) stored = await s.add(visitorId, bin, data, ttlMs);
+        else if ((await s.get(visitorId, bin)) === undefined) {
+          await s.set(visitorId, bin, data, ttlMs);
+          stored = true;
+        }
+      });
+      return stored;
+    },
     delete: (visitorId, bin) => write('delete', (s) => s.delete(visitorId, bin)),
     bins: async (visitorId) => {
       let names: string[] | undefined;
@@ -91,9 +95,6 @@ export function guardStorage(
         names = s.bins ? await s.bins(visitorId) : [];
       });
       return names ?? [];
-    },
-    get canList() {
-      return canList;
     },
   };
 }

@@ -41,6 +41,16 @@ export function memoryStorage(options: Partial<StorageOptions> = {}): Storage {
     },
   });
 
+  const put = (visitorId: string, bin: string, data: unknown, ttlMs: number) => {
+    cache.set(keyOf(visitorId, bin), { visitorId, bin, json: JSON.stringify(data) }, { ttl: ttlMs });
+    let bins = byVisitor.get(visitorId);
+    if (!bins) {
+      bins = new Set();
+      byVisitor.set(visitorId, bins);
+    }
+    bins.add(bin);
+  };
+
   return {
     async get(visitorId, bin) {
       const entry = cache.get(keyOf(visitorId, bin));
@@ -55,13 +65,13 @@ export function memoryStorage(options: Partial<StorageOptions> = {}): Storage {
     },
 
     async set(visitorId, bin, data, ttlMs) {
-      cache.set(keyOf(visitorId, bin), { visitorId, bin, json: JSON.stringify(data) }, { ttl: ttlMs });
-      let bins = byVisitor.get(visitorId);
-      if (!bins) {
-        bins = new Set();
-        byVisitor.set(visitorId, bins);
-      }
-      bins.add(bin);
+      put(visitorId, bin, data, ttlMs);
+    },
+
+    async add(visitorId, bin, data, ttlMs) {
+      if (cache.get(keyOf(visitorId, bin)) !== undefined) return false;
+      put(visitorId, bin, data, ttlMs);
+      return true;
     },
 
     async delete(visitorId, bin) {

@@ -24,6 +24,10 @@ const SQL = {
   getMany: 'SELECT bin, value FROM visitor_state WHERE ns = $1 AND visitor = $2 AND bin = ANY($3) AND expires > $4',
   set: `INSERT INTO visitor_state (ns, visitor, bin, value, expires) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (ns, visitor, bin) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires`,
+  // Takes the row over only when it has expired: one statement, so two writers cannot both win.
+  add: `INSERT INTO visitor_state (ns, visitor, bin, value, expires) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (ns, visitor, bin) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires
+    WHERE visitor_state.expires <= $6`,
   delete: 'DELETE FROM visitor_state WHERE ns = $1 AND visitor = $2 AND bin = $3',
   bins: 'SELECT bin FROM visitor_state WHERE ns = $1 AND visitor = $2 AND expires > $3',
   // The outer `expires <=` is checked again on rows a concurrent UPSERT renewed, so a renewed
@@ -127,6 +131,12 @@ export async function postgresStorage(url: URL, options: StorageOptions): Promis
 
     async set(visitorId, bin, data, ttlMs) {
       await query('set', [ns, visitorId, bin, JSON.stringify(data), Math.ceil(Date.now() + ttlMs)]);
+    },
+
+    async add(visitorId, bin, data, ttlMs) {
+      const now = Date.now();
+      const { rowCount } = await query('add', [ns, visitorId, bin, JSON.stringify(data), Math.ceil(now + ttlMs), now]);
+      return (rowCount ?? 0) > 0;
     },
 
     async delete(visitorId, bin) {

@@ -26,7 +26,11 @@ interface Target {
 interface Commands {
   get(key: string): Promise<string | null>;
   mGet(keys: string[]): Promise<(string | null)[]>;
-  set(key: string, value: string, options: { expiration: { type: 'PX'; value: number } }): Promise<unknown>;
+  set(
+    key: string,
+    value: string,
+    options: { expiration: { type: 'PX'; value: number }; condition?: 'NX' },
+  ): Promise<unknown>;
   del(key: string): Promise<unknown>;
 }
 
@@ -207,6 +211,15 @@ export async function redisStorage(url: URL | string, options: StorageOptions): 
       // PX takes a whole number of milliseconds, at least one.
       const px = Math.max(1, Math.ceil(ttlMs));
       await commands.set(prefix(visitorId) + bin, JSON.stringify(data), { expiration: { type: 'PX', value: px } });
+    },
+
+    async add(visitorId, bin, data, ttlMs) {
+      const px = Math.max(1, Math.ceil(ttlMs));
+      const reply = await commands.set(prefix(visitorId) + bin, JSON.stringify(data), {
+        expiration: { type: 'PX', value: px },
+        condition: 'NX',
+      });
+      return reply !== null;
     },
 
     async delete(visitorId, bin) {

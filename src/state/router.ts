@@ -19,7 +19,7 @@ export interface BinRule {
 }
 
 /** The calls the bin cache makes on one store within one request. */
-export type BinStore = Omit<GuardedStorage, 'canList'>;
+export type BinStore = GuardedStorage;
 
 /** One opened store: shared by every request, or bound to each. */
 export interface StoreHandle {
@@ -51,6 +51,8 @@ export interface Router {
   route(bin: string, store: StoreOption | undefined): RoutedBin;
   /** Every store, for sweep and close. */
   handles(): StoreHandle[];
+  /** Base names of the cookie stores' cookies. */
+  cookieStores(): string[];
   bind(handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore>;
 }
 
@@ -92,7 +94,23 @@ export function createRouter(options: RouterOptions): Router {
     ttlMs: rule.ttl === undefined ? undefined : toMs(rule.ttl, `bins['${pattern}'].ttl`),
   }));
 
-  const bind = async (handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore> => {
+  // A request-scoped store holds the request's state in its binding: one binding per request and store.
+  const bindings = new WeakMap<StorageRequest, Map<StoreHandle, Promise<BinStore>>>();
+  const bind = (handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore> => {
+    if (!request) return bindNow(handle, undefined);
+    let forRequest = bindings.get(request);
+    if (!forRequest) {
+      forRequest = new Map();
+      bindings.set(request, forRequest);
+    }
+    let bound = forRequest.get(handle);
+    if (!bound) {
+      bound = bindNow(handle, request);
+      forRequest.set(handle, bound);
+    }
+    return bound;
+  };
+  const bindNow = async (handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore> => {
     const storage = await handle.opened.catch(() => undefined);
     if (storage && isRequestScoped(storage)) {
       if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
@@ -113,9 +131,17 @@ export function createRouter(options: RouterOptions): Router {
       return { handle: main, ttlMs: undefined };
     },
     handles: () => [...byKey.values()],
+    cookieStores: () =>
+      [...byKey.keys()].flatMap((store) => {
+        if (typeof store === 'string') return store.startsWith('cookie:') ? [DEFAULT_COOKIE_STORE] : [];
+        return isRequestScoped(store as Storage | RequestScopedStorage)
+          ? [(store as RequestScopedStorage).cookieName ?? DEFAULT_COOKIE_STORE]
+          : [];
+      }),
   };
 }
 
+const DEFAULT_COOKIE_STORE = 'vs_data';
 const escapeRegExp = (text: string) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
 
 /** A request-bound storage used as it is: its errors are already typed. */
@@ -126,6 +152,12 @@ function direct(storage: Storage): BinStore {
       storage.getMany ? storage.getMany(id, bins) : Promise.all(bins.map((b) => storage.get(id, b))),
     set: (id, bin, data, ttlMs) => storage.set(id, bin, data, ttlMs),
     delete: (id, bin) => storage.delete(id, bin),
+    add: async (id, bin, data, ttlMs) => {
+      if (storage.add) return storage.add(id, bin, data, ttlMs);
+      if ((await storage.get(id, bin)) !== undefined) return false;
+      await storage.set(id, bin, data, ttlMs);
+      return true;
+    },
     bins: async (id) => (storage.bins ? storage.bins(id) : []),
   };
 }

@@ -30,6 +30,10 @@ const SQL = {
     'SELECT bin, value FROM visitor_state WHERE ns = ? AND visitor = ? AND bin IN (SELECT value FROM json_each(?)) AND expires > ?',
   set: `INSERT INTO visitor_state (ns, visitor, bin, value, expires) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (ns, visitor, bin) DO UPDATE SET value = excluded.value, expires = excluded.expires`,
+  // Takes the row over only when it has expired: one statement, so two writers cannot both win.
+  add: `INSERT INTO visitor_state (ns, visitor, bin, value, expires) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (ns, visitor, bin) DO UPDATE SET value = excluded.value, expires = excluded.expires
+    WHERE visitor_state.expires <= ?`,
   delete: 'DELETE FROM visitor_state WHERE ns = ? AND visitor = ? AND bin = ?',
   bins: 'SELECT bin FROM visitor_state WHERE ns = ? AND visitor = ? AND expires > ?',
   // WITHOUT ROWID tables have no rowid, and DELETE … LIMIT is a compile-time option: select a batch by key.
@@ -142,6 +146,11 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
 
     async set(visitorId, bin, data, ttlMs) {
       await run(statements.set, [ns, visitorId, bin, JSON.stringify(data), Math.ceil(Date.now() + ttlMs)]);
+    },
+
+    async add(visitorId, bin, data, ttlMs) {
+      const now = Date.now();
+      return (await run(statements.add, [ns, visitorId, bin, JSON.stringify(data), Math.ceil(now + ttlMs), now])) > 0;
     },
 
     async delete(visitorId, bin) {

@@ -10,6 +10,7 @@ import type { ResponseView } from '../http.js';
  * | --- | --- |
  * | `get`, `set`, `delete` | required |
  * | `getMany` | recommended: several bins in one round trip |
+ * | `add` | recommended: an atomic set-if-absent, for `link()` |
  * | `sweep` | recommended where the store has no native expiry |
  * | `bins` | recommended: lets `forget()` and `rotate()` find a visitor's bins |
  * | `close` | optional |
@@ -37,6 +38,12 @@ export interface Storage {
   /** Stores `data` for `ttlMs` milliseconds. */
   set(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<void>;
   delete(visitorId: string, bin: string): Promise<void>;
+  /**
+   * Stores `data` only when the bin is absent or expired, atomically; resolves to whether it
+   * stored. `visitor.link()` uses it so that two concurrent logins of one user agree on one
+   * visitor. Without it, a get-then-set stands in, which two servers can race.
+   */
+  add?(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<boolean>;
   /** The data of several bins, in order, in one round trip. */
   getMany?(visitorId: string, bins: readonly string[]): Promise<unknown[]>;
   /** The names of the visitor's bins that have not expired. */
@@ -61,6 +68,8 @@ export interface StorageRequest {
  */
 export interface RequestScopedStorage {
   readonly scope: 'request';
+  /** Base name of its cookies (`name.0`, `name.1`, …), for caches that must let them through. */
+  readonly cookieName?: string;
   bind(request: StorageRequest): Storage;
 }
 

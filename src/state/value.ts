@@ -5,6 +5,11 @@ const BIN_NAME = /^[\x21-\x7e]+$/;
 
 /** Throws a {@link BinError} unless `name` is 1 to 200 visible ASCII characters. */
 export function checkBinName(name: unknown): asserts name is string {
+  if (typeof name === 'string' && name.startsWith('@')) {
+    throw new BinError(
+      `bin name '${name.slice(0, 40)}' starts with '@', which is kept for visitor-state's own records`,
+    );
+  }
   if (typeof name !== 'string' || name.length === 0 || name.length > MAX_BIN_NAME || !BIN_NAME.test(name)) {
     throw new BinError(
       `bin name ${typeof name === 'string' ? JSON.stringify(name.slice(0, 40)) : String(typeof name)} is not usable: use 1 to ${MAX_BIN_NAME} visible ASCII characters without spaces, such as 'mymod:geo'`,

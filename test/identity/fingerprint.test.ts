@@ -25,6 +25,7 @@ function context(peer: string, headers: Record<string, string> = {}): ResolverCo
     req: request.raw,
     keys,
     now: () => 0,
+    linkedVisitor: async () => undefined,
   };
 }
 

@@ -326,6 +326,7 @@ describe('properties', () => {
     req: undefined,
     keys,
     now: () => now,
+    linkedVisitor: async () => undefined,
   });
   const valid = resolver.serialize('kX2q0b3YV8m1Jc9sZtQe4w', ctxFor('')).split(';')[0]?.slice('vsid='.length) as string;
 

@@ -134,6 +134,21 @@ export function storageContract(name: string, make: MakeStorage, cleanup?: (stor
       expect(await storage.bins(visitor)).toEqual(['ab*[x]?']);
     });
 
+    it('adds a bin only when it is absent or expired, and says whether it did', async (context) => {
+      if (!storage.add) return context.skip('no add');
+      const visitor = randomId();
+      expect(await storage.add(visitor, 'claim', 'first', MINUTE)).toBe(true);
+      expect(await storage.add(visitor, 'claim', 'second', MINUTE)).toBe(false);
+      expect(await storage.get(visitor, 'claim')).toBe('first');
+      await storage.set(visitor, 'short', 'old', 50);
+      await sleep(120);
+      expect(await storage.add(visitor, 'short', 'new', MINUTE)).toBe(true);
+      expect(await storage.get(visitor, 'short')).toBe('new');
+      const racers = await Promise.all(Array.from({ length: 8 }, (_, i) => storage.add?.(visitor, 'race', i, MINUTE)));
+      expect(racers.filter(Boolean)).toHaveLength(1);
+      expect(await storage.get(visitor, 'race')).toBe(racers.indexOf(true));
+    });
+
     it('sweeps away expired entries, counts them, and leaves live ones', async (context) => {
       if (!storage.sweep) return context.skip('no sweep');
       const visitor = randomId();

@@ -1,0 +1,226 @@
+import { ConfigError, type ErrorHook } from './errors.js';
+import type { ResponseView } from './http.js';
+import type { Resolution } from './identity/chain.js';
+import type { CookieResolver } from './identity/cookie.js';
+import type { Confidence, ResolverContext } from './identity/types.js';
+import { type BinCache, type CacheSettings, createBinCache } from './state/cache.js';
+import type { BinStore, Router } from './state/router.js';
+import type { StorageRequest } from './state/storage.js';
+
+/** What `link()` did. */
+export type LinkOutcome = 'linked' | 'already' | 'kept' | 'adopted';
+
+/**
+ * When a user logs in on a device whose visitor is not the one linked to the user:
+ * `'keep'` leaves each device its own visitor; `'adopt'` moves the device onto the linked
+ * visitor, bringing along the bins that visitor lacks.
+ */
+export type LinkPolicy = 'keep' | 'adopt';
+
+/** What the `onVisitorChange` hook hears. */
+export interface VisitorChange {
+  readonly type: 'adopt' | 'rotate' | 'forget';
+  readonly from: string;
+  /** The ID the visitor now has; the same as `from` for `'forget'`. */
+  readonly to: string;
+}
+
+/** The visitor of one request. */
+export interface Visitor {
+  /** A stable, opaque ID. */
+  readonly id: string;
+  /** `'cookie'`, `'auth'`, `'fingerprint'`, `'new'`, `'link'` after an adoption, or a custom resolver's name. */
+  readonly source: string;
+  readonly confidence: Confidence;
+  /** The client address as believed through trusted proxies; for use now, not for storing. */
+  readonly clientIp: string | undefined;
+  /** The visitor's bins. */
+  readonly cache: BinCache;
+  /**
+   * Records, right after the application's own login, that this verified user is this
+   * visitor: a later login on a device without a visitor cookie resolves to it, and with
+   * policy `'adopt'` a device with another visitor moves onto it.
+   */
+  link(userId: string | number, options?: { policy?: LinkPolicy }): Promise<LinkOutcome>;
+  /**
+   * Moves the visitor's bins to a new random ID and re-issues the cookie; the old ID keeps
+   * nothing. Call it at login when the state must not follow an ID that someone else may
+   * have planted (session fixation). Moved bins start a fresh default lifetime.
+   */
+  rotate(): Promise<void>;
+  /** Deletes every bin of this visitor and its links, and clears its cookies: the erasure a privacy request needs. */
+  forget(): Promise<void>;
+}
+
+/** What every visitor of one VisitorState shares. */
+export interface VisitorEnv {
+  readonly router: Router;
+  readonly settings: CacheSettings;
+  readonly cookie: () => CookieResolver | undefined;
+  readonly randomId: () => string;
+  readonly onError: ErrorHook;
+  readonly onVisitorChange: ((change: VisitorChange) => void) | undefined;
+  readonly linkPolicy: LinkPolicy;
+  readonly linkTtlMs: number;
+}
+
+/** Where visitor-state keeps its own records: bins that applications cannot name. */
+const LINK = '@link';
+const LINKS = '@links';
+
+/** The record key of a user: an HMAC, so the store never holds the user ID. */
+export const linkKey = (ctx: Pick<ResolverContext, 'keys'>, userId: string | number): string =>
+  `L${ctx.keys.mac('link', String(userId), 16)}`;
+
+/** The shared store that holds links; `undefined` when the main store lives in cookies. */
+export function linkStore(router: Router): BinStore | undefined {
+  return router.main.shared();
+}
+
+export function createVisitor(
+  resolution: Resolution,
+  env: VisitorEnv,
+  ctx: ResolverContext,
+  response: ResponseView | undefined,
+  storageRequest: StorageRequest,
+): Visitor {
+  let owner: { id: string; own: string | undefined; maxTtl: number | undefined } = resolution;
+  let source = resolution.source;
+  let confidence = resolution.confidence;
+  let cache = createBinCache(owner, env.settings, storageRequest);
+
+  const become = (id: string, nextSource: string, nextConfidence: Confidence) => {
+    owner = { id, own: undefined, maxTtl: undefined };
+    source = nextSource;
+    confidence = nextConfidence;
+    cache = createBinCache(owner, env.settings, storageRequest);
+  };
+
+  const sendCookie = (id: string | undefined) => {
+    const cookie = env.cookie();
+    if (!cookie || !response || response.headersSent) return;
+    response.setCookie(cookie.cookieName, id === undefined ? cookie.clear(ctx) : cookie.serialize(id, ctx));
+  };
+
+  const stores = () => Promise.all(env.router.handles().map((handle) => env.router.bind(handle, storageRequest)));
+
+  /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. */
+  const copyAll = async (from: string, to: string, ownWins: boolean) => {
+    for (const store of await stores()) {
+      const names = (await store.bins(from)).filter((name) => name !== LINKS);
+      if (names.length === 0) continue;
+      const data = await store.getMany(from, names);
+      const present = ownWins ? await store.getMany(to, names) : names.map(() => undefined);
+      await Promise.all(
+        names.map((name, i) =>
+          present[i] === undefined && data[i] !== undefined
+            ? store.set(to, name, data[i], env.settings.defaultTtlMs)
+            : undefined,
+        ),
+      );
+    }
+  };
+
+  const deleteAll = async (id: string) => {
+    for (const store of await stores()) {
+      const names = await store.bins(id);
+      await Promise.all(names.map((name) => store.delete(id, name)));
+    }
+  };
+
+  /** Points the user's links that name `from` at `to` (or removes them when `to` is undefined). */
+  const moveLinks = async (from: string, to: string | undefined) => {
+    const links = linkStore(env.router);
+    if (!links) return;
+    const keys = ((await links.get(from, LINKS)) as string[] | undefined) ?? [];
+    await Promise.all(
+      keys.map(async (key) => {
+        if ((await links.get(key, LINK)) !== from) return;
+        if (to === undefined) await links.delete(key, LINK);
+        else await links.set(key, LINK, to, env.linkTtlMs);
+      }),
+    );
+    if (to !== undefined && keys.length > 0) await links.set(to, LINKS, keys, env.linkTtlMs);
+    await links.delete(from, LINKS);
+  };
+
+  const remember = async (links: BinStore, visitorId: string, key: string) => {
+    const keys = ((await links.get(visitorId, LINKS)) as string[] | undefined) ?? [];
+    if (!keys.includes(key)) await links.set(visitorId, LINKS, [...keys, key], env.linkTtlMs);
+  };
+
+  const changed = (change: VisitorChange) => env.onVisitorChange?.(change);
+
+  return {
+    get id() {
+      return owner.id;
+    },
+    get source() {
+      return source;
+    },
+    get confidence() {
+      return confidence;
+    },
+    get clientIp() {
+      return ctx.clientIp;
+    },
+    get cache() {
+      return cache;
+    },
+
+    async link(userId, options = {}) {
+      const links = linkStore(env.router);
+      if (!links) {
+        throw new ConfigError(
+          'link() needs a server-side store (memory, SQLite, Redis, PostgreSQL); cookie storage is per device',
+        );
+      }
+      if (owner.own !== undefined) {
+        // A shared (fingerprint) visitor is not this user's: link the client's own ID.
+        become(owner.own, 'cookie', 'high');
+      }
+      const me = owner.id;
+      const key = linkKey(ctx, userId);
+      if (await links.add(key, LINK, me, env.linkTtlMs)) {
+        await remember(links, me, key);
+        return 'linked';
+      }
+      const linked = (await links.get(key, LINK)) as string | undefined;
+      if (linked === undefined || linked === me) {
+        await links.set(key, LINK, me, env.linkTtlMs);
+        await remember(links, me, key);
+        return linked === me ? 'already' : 'linked';
+      }
+      if ((options.policy ?? env.linkPolicy) === 'keep') return 'kept';
+      await copyAll(me, linked, true);
+      await moveLinks(me, linked);
+      await deleteAll(me);
+      become(linked, 'link', 'high');
+      sendCookie(linked);
+      changed({ type: 'adopt', from: me, to: linked });
+      return 'adopted';
+    },
+
+    async rotate() {
+      const from = owner.own ?? owner.id;
+      const to = env.randomId();
+      await copyAll(from, to, false);
+      await moveLinks(from, to);
+      await deleteAll(from);
+      become(to, source, confidence);
+      sendCookie(to);
+      changed({ type: 'rotate', from, to });
+    },
+
+    async forget() {
+      const ids = owner.own === undefined ? [owner.id] : [owner.id, owner.own];
+      for (const id of ids) {
+        await moveLinks(id, undefined);
+        await deleteAll(id);
+      }
+      become(owner.id, source, confidence);
+      sendCookie(undefined);
+      changed({ type: 'forget', from: owner.id, to: owner.id });
+    },
+  };
+}

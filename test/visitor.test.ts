@@ -1,0 +1,301 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from '@redis/client';
+import pg from 'pg';
+import sqlite3 from 'sqlite3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  authResolver,
+  cookieResolver,
+  createKeyRing,
+  createVisitorState,
+  type LinkPolicy,
+  memoryStorage,
+  randomId,
+  type StoreOption,
+  type VisitorChange,
+} from '../src/index.js';
+import { type CookieJar, createCookieJar } from './helpers/cookie-jar.js';
+import { serve, type TestServer } from './helpers/http.js';
+import { DATABASE_URL, needPostgres, needRedis, REDIS_URL } from './helpers/services.js';
+
+const SECRET = 'unified-id-secret-long-enough-000001';
+const linkId = (user: string) => `L${createKeyRing([SECRET]).mac('link', user, 16)}`;
+
+const servers: TestServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+interface Reply {
+  id: string;
+  source: string;
+  value?: unknown;
+  outcome?: string;
+}
+
+/**
+ * A real node:http app. A device is "logged in" while it sends `x-test-user` (the app's own,
+ * verified session in this test); `/login` is where the app calls `visitor.link()`.
+ */
+async function app(store: StoreOption, options: { linkPolicy?: LinkPolicy; namespace?: string } = {}) {
+  const changes: VisitorChange[] = [];
+  const visitors = createVisitorState({
+    secret: SECRET,
+    store,
+    namespace: options.namespace ?? `uid-${randomId().slice(0, 8)}`,
+    resolvers: [
+      cookieResolver(),
+      authResolver({ identify: (req) => (req as { headers: Record<string, string> }).headers['x-test-user'] }),
+    ],
+    bins: { 'ui:*': { store: 'cookie:' } },
+    onVisitorChange: (change) => changes.push(change),
+    onError: (error) => {
+      throw error;
+    },
+    ...(options.linkPolicy ? { linkPolicy: options.linkPolicy } : {}),
+  });
+  const server = await serve(async (req, res) => {
+    const visitor = await visitors.resolve(req, res);
+    const url = new URL(req.url ?? '/', 'http://x');
+    const bin = url.searchParams.get('bin') ?? '';
+    const reply: Record<string, unknown> = {};
+    switch (url.pathname) {
+      case '/login':
+        reply.outcome = await visitor.link(String(req.headers['x-test-user']));
+        break;
+      case '/set':
+        await visitor.cache.set(bin, url.searchParams.get('value'));
+        break;
+      case '/get':
+        reply.value = await visitor.cache.get(bin);
+        break;
+      case '/rotate':
+        await visitor.rotate();
+        break;
+      case '/forget':
+        await visitor.forget();
+        break;
+    }
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ id: visitor.id, source: visitor.source, ...reply }));
+  });
+  servers.push(server);
+  const call = async (jar: CookieJar, path: string, user?: string) =>
+    (await jar.request(server.url + path, user ? { headers: { 'x-test-user': user } } : {})).json<Reply>();
+  return { call, changes, visitors };
+}
+
+describe('link across devices', () => {
+  it("with policy 'adopt', a second device moves onto the visitor of the first and sees its bins", async () => {
+    const { call, changes } = await app(memoryStorage(), { linkPolicy: 'adopt' });
+    const deviceA = createCookieJar();
+    const deviceB = createCookieJar();
+    const a = await call(deviceA, '/set?bin=demo:geo&value=Lyon');
+    expect((await call(deviceA, '/login', 'ada')).outcome).toBe('linked');
+
+    const b = await call(deviceB, '/set?bin=demo:theme&value=dark');
+    expect(b.id).not.toBe(a.id);
+    const login = await call(deviceB, '/login', 'ada');
+    expect(login).toMatchObject({ outcome: 'adopted', id: a.id, source: 'link' });
+    expect(changes).toEqual([{ type: 'adopt', from: b.id, to: a.id }]);
+
+    expect(await call(deviceB, '/get?bin=demo:geo', 'ada')).toMatchObject({ id: a.id, value: 'Lyon' });
+    expect((await call(deviceB, '/get?bin=demo:theme', 'ada')).value).toBe('dark');
+    expect((await call(deviceA, '/get?bin=demo:theme', 'ada')).value).toBe('dark');
+
+    // Logging out on either device leaves the IDs in place.
+    expect((await call(deviceA, '/get?bin=demo:geo')).id).toBe(a.id);
+    expect((await call(deviceB, '/get?bin=demo:geo')).id).toBe(a.id);
+  });
+
+  it("with policy 'keep', a second device keeps its own visitor", async () => {
+    const { call } = await app(memoryStorage());
+    const deviceA = createCookieJar();
+    const deviceB = createCookieJar();
+    const a = await call(deviceA, '/set?bin=demo:geo&value=Lyon');
+    await call(deviceA, '/login', 'ada');
+    const b = await call(deviceB, '/get?bin=demo:geo');
+    expect(await call(deviceB, '/login', 'ada')).toMatchObject({ outcome: 'kept', id: b.id });
+    expect(await call(deviceB, '/get?bin=demo:geo', 'ada')).toMatchObject({ id: b.id });
+    expect((await call(deviceB, '/get?bin=demo:geo', 'ada')).value).toBeUndefined();
+    expect((await call(deviceB, '/get?bin=demo:geo')).id).toBe(b.id);
+    expect((await call(deviceA, '/get?bin=demo:geo')).id).toBe(a.id);
+  });
+
+  it('resolves the user on a device without a visitor cookie to the linked visitor', async () => {
+    const { call } = await app(memoryStorage());
+    const deviceA = createCookieJar();
+    const a = await call(deviceA, '/set?bin=demo:geo&value=Lyon');
+    await call(deviceA, '/login', 'ada');
+    const fresh = createCookieJar();
+    expect(await call(fresh, '/get?bin=demo:geo', 'ada')).toMatchObject({ id: a.id, source: 'auth', value: 'Lyon' });
+    // After logout the new device keeps the linked visitor through its cookie.
+    expect(await call(fresh, '/get?bin=demo:geo')).toMatchObject({ id: a.id, source: 'cookie' });
+  });
+
+  it('forgets a link with unlink(), for an account deletion', async () => {
+    const { call, visitors } = await app(memoryStorage());
+    const deviceA = createCookieJar();
+    const a = await call(deviceA, '/get?bin=x');
+    await call(deviceA, '/login', 'ada');
+    expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).toBe(a.id);
+    await visitors.unlink('ada');
+    expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).not.toBe(a.id);
+  });
+
+  it("ends two concurrent logins of one user under 'adopt' on one visitor, with no bin lost", async () => {
+    for (let round = 0; round < 5; round++) {
+      const { call } = await app(memoryStorage(), { linkPolicy: 'adopt' });
+      const deviceA = createCookieJar();
+      const deviceB = createCookieJar();
+      await call(deviceA, '/set?bin=demo:a&value=from-a');
+      await call(deviceB, '/set?bin=demo:b&value=from-b');
+      await Promise.all([call(deviceA, '/login', 'ada'), call(deviceB, '/login', 'ada')]);
+      const [a, b] = await Promise.all([call(deviceA, '/get?bin=demo:a'), call(deviceB, '/get?bin=demo:b')]);
+      expect(a.id).toBe(b.id);
+      expect(a.value).toBe('from-a');
+      expect(b.value).toBe('from-b');
+      expect((await call(deviceA, '/get?bin=demo:b')).value).toBe('from-b');
+      expect((await call(deviceB, '/get?bin=demo:a')).value).toBe('from-a');
+    }
+  });
+});
+
+describe('rotate', () => {
+  it('moves the bins to a new ID; the old cookie finds nothing', async () => {
+    const { call, changes } = await app(memoryStorage());
+    const device = createCookieJar();
+    const before = await call(device, '/set?bin=demo:geo&value=Lyon');
+    await call(device, '/set?bin=ui:theme&value=dark');
+    const oldCookie = device.get('vsid') as string;
+
+    const rotated = await call(device, '/rotate');
+    expect(rotated.id).not.toBe(before.id);
+    expect(changes).toEqual([{ type: 'rotate', from: before.id, to: rotated.id }]);
+    expect(await call(device, '/get?bin=demo:geo')).toMatchObject({ id: rotated.id, value: 'Lyon' });
+    expect((await call(device, '/get?bin=ui:theme')).value).toBe('dark');
+
+    const attacker = createCookieJar();
+    attacker.set('vsid', oldCookie);
+    expect((await call(attacker, '/get?bin=demo:geo')).value).toBeUndefined();
+  });
+
+  it('keeps the user linked to the rotated visitor', async () => {
+    const { call } = await app(memoryStorage());
+    const device = createCookieJar();
+    await call(device, '/login', 'ada');
+    const rotated = await call(device, '/rotate');
+    expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).toBe(rotated.id);
+  });
+});
+
+/** Where a storage can be listed directly, bypassing visitor-state: every visitor ID it holds. */
+interface Listed {
+  name: string;
+  available: () => Promise<boolean>;
+  store: (namespace: string) => Promise<StoreOption>;
+  visitors: (namespace: string) => Promise<string[]>;
+  cleanup?: () => Promise<void>;
+}
+
+let dir = '';
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'vs-forget-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const memory = memoryStorage();
+const redisUp = await needRedis();
+const postgresUp = await needPostgres();
+
+const listed: Listed[] = [
+  {
+    name: 'memory',
+    available: async () => true,
+    store: async () => memory,
+    // The memory store has no key listing of its own beyond bins(); ask it for each candidate.
+    visitors: async () => [],
+  },
+  {
+    name: 'SQLite',
+    available: async () => true,
+    store: async () => `sqlite://${join(dir, 'forget.sqlite')}`,
+    visitors: (ns) =>
+      new Promise((resolve, reject) => {
+        const db = new sqlite3.Database(join(dir, 'forget.sqlite'));
+        db.all<{ visitor: string }>('SELECT DISTINCT visitor FROM visitor_state WHERE ns = ?', [ns], (error, rows) => {
+          db.close();
+          if (error) reject(error);
+          else resolve(rows.map((row) => row.visitor));
+        });
+      }),
+  },
+  {
+    name: 'Redis',
+    available: async () => redisUp,
+    store: async () => REDIS_URL,
+    visitors: async (ns) => {
+      const client = createClient({ url: REDIS_URL });
+      await client.connect();
+      const keys: string[] = [];
+      for await (const batch of client.scanIterator({ MATCH: `${ns}:*`, COUNT: 1000 })) keys.push(...batch);
+      await client.close();
+      return keys.map((key) => /\{([^}]*)\}/.exec(key)?.[1] ?? key);
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    available: async () => postgresUp,
+    store: async () => DATABASE_URL,
+    visitors: async (ns) => {
+      const client = new pg.Client({ connectionString: DATABASE_URL });
+      await client.connect();
+      const { rows } = await client.query<{ visitor: string }>(
+        'SELECT DISTINCT visitor FROM visitor_state WHERE ns = $1',
+        [ns],
+      );
+      await client.end();
+      return rows.map((row) => row.visitor);
+    },
+  },
+];
+
+describe.each(listed)('forget() on $name', ({ available, store, visitors: listVisitors }) => {
+  it('leaves no entry for the visitor or its link, and clears its cookies', async (context) => {
+    if (!(await available())) return context.skip();
+    const namespace = `forget-${randomId().slice(0, 8)}`;
+    const storage = await store(namespace);
+    const { call, changes } = await app(storage, { namespace });
+    const device = createCookieJar();
+    const other = createCookieJar();
+    const me = await call(device, '/set?bin=demo:geo&value=Lyon');
+    await call(device, '/set?bin=demo:theme&value=dark');
+    await call(device, '/set?bin=ui:lang&value=fr');
+    await call(device, '/login', 'ada');
+    const them = await call(other, '/set?bin=demo:geo&value=Oslo');
+
+    const before = await listVisitors(namespace);
+    if (storage !== memory) expect(before).toEqual(expect.arrayContaining([me.id, them.id, linkId('ada')]));
+
+    await call(device, '/forget');
+    expect(changes).toEqual([{ type: 'forget', from: me.id, to: me.id }]);
+    expect(device.cookies()).toEqual({});
+
+    if (storage === memory) {
+      expect(await memory.bins?.(me.id)).toEqual([]);
+      expect(await memory.bins?.(linkId('ada'))).toEqual([]);
+      expect(await memory.bins?.(them.id)).toEqual(['demo:geo']);
+    } else {
+      const after = await listVisitors(namespace);
+      expect(after).not.toContain(me.id);
+      expect(after).not.toContain(linkId('ada'));
+      expect(after).toContain(them.id);
+    }
+    expect((await call(other, '/get?bin=demo:geo')).value).toBe('Oslo');
+    expect((await call(createCookieJar(), '/get?bin=demo:geo', 'ada')).id).not.toBe(me.id);
+  });
+});
