@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parse as parseCookies } from 'cookie';
-import express, { type Request, type Response } from 'express';
+import express, { type Request } from 'express';
+import { visitorState } from '../../src/adapters/express.js';
 import { authResolver, ConfigError, cookieResolver, createVisitorState } from '../../src/index.js';
 import { cityNamed, geoBin, isTheme, themeBin, type VisitorFacts } from './choices.js';
 import { renderPage } from './page.js';
@@ -40,11 +41,8 @@ try {
   process.exit(1);
 }
 
-// The one place that asks for the visitor: with the Express adapter it becomes `(req) => req.visitor`.
-const visitorOf = (req: Request, res: Response) => visitors.resolve(req, res);
-
-async function factsOf(req: Request, res: Response): Promise<VisitorFacts> {
-  const visitor = await visitorOf(req, res);
+async function factsOf(req: Request): Promise<VisitorFacts> {
+  const visitor = await req.visitor.resolve();
   const [geo, theme] = await visitor.cache.getMany([geoBin, themeBin]);
   return {
     id: visitor.id,
@@ -59,17 +57,19 @@ async function factsOf(req: Request, res: Response): Promise<VisitorFacts> {
 const app = express();
 app.disable('x-powered-by');
 app.use(express.urlencoded({ extended: false, limit: '2kb' }));
+// req.visitor, resolved on first use: a route that never asks for it sets no cookie.
+app.use(visitorState(visitors));
 
 app.get('/', async (req, res) => {
-  res.type('html').send(renderPage(await factsOf(req, res)));
+  res.type('html').send(renderPage(await factsOf(req)));
 });
 
 app.get('/api/visitor', async (req, res) => {
-  res.json(await factsOf(req, res));
+  res.json(await factsOf(req));
 });
 
 app.post('/choices', async (req, res) => {
-  const visitor = await visitorOf(req, res);
+  const visitor = req.visitor;
   const form = (req.body ?? {}) as Record<string, unknown>;
   const geo = cityNamed(form.city);
   if (geo) await visitor.cache.set(geoBin, geo);
@@ -77,9 +77,13 @@ app.post('/choices', async (req, res) => {
   res.redirect(303, '/');
 });
 
-app.post('/login', (req, res) => {
+app.post('/login', async (req, res) => {
   const name = String((req.body as Record<string, unknown> | undefined)?.name ?? '').trim();
-  if (NAME.test(name)) res.cookie(DEMO_USER, name, { httpOnly: true, sameSite: 'lax', path: '/' });
+  if (NAME.test(name)) {
+    res.cookie(DEMO_USER, name, { httpOnly: true, sameSite: 'lax', path: '/' });
+    // Right after a login: this user is this visitor, so another browser logging in as them finds it.
+    await req.visitor.link(name);
+  }
   res.redirect(303, '/');
 });
 
