@@ -12,7 +12,22 @@ const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
  * the shared server or file; two namespaces over the same place must not see each other.
  * Visitor IDs are random, so runs on a shared server do not collide.
  */
-export function storageContract(name: string, make: MakeStorage, cleanup?: (storage: Storage) => Promise<void>) {
+/** The optional methods of a storage. */
+export type OptionalMethod = 'getMany' | 'bins' | 'add' | 'sweep';
+
+export interface ContractOptions {
+  cleanup?: (storage: Storage) => Promise<void>;
+  /** The optional methods this storage does not have: their tests are not declared, and their absence is checked. */
+  lacks?: readonly OptionalMethod[];
+}
+
+export function storageContract(name: string, make: MakeStorage, { cleanup, lacks = [] }: ContractOptions = {}) {
+  const has = (method: OptionalMethod) => !lacks.includes(method);
+  // Tests of an optional method exist only for storages that have it, so none is ever skipped.
+  const itWith = (method: OptionalMethod, title: string, test: () => Promise<void>) => {
+    if (has(method)) it(title, test);
+  };
+
   describe(`${name} storage`, () => {
     const opened: Storage[] = [];
     let storage: Storage;
@@ -31,6 +46,12 @@ export function storageContract(name: string, make: MakeStorage, cleanup?: (stor
       for (const made of opened) {
         if (cleanup) await cleanup(made);
         else await made.close?.();
+      }
+    });
+
+    it('has exactly the optional methods it declares', () => {
+      for (const method of ['getMany', 'bins', 'add', 'sweep'] as const) {
+        expect(typeof storage[method], method).toBe(has(method) ? 'function' : 'undefined');
       }
     });
 
@@ -68,18 +89,17 @@ export function storageContract(name: string, make: MakeStorage, cleanup?: (stor
       await storage.delete(visitor, 'never-there');
     });
 
-    it('reads several bins in the order asked, absent ones as undefined', async (context) => {
-      if (!storage.getMany) return context.skip('no getMany');
+    itWith('getMany', 'reads several bins in the order asked, absent ones as undefined', async () => {
       const visitor = randomId();
       await storage.set(visitor, 'b', 'bee', MINUTE);
       await storage.set(visitor, 'a', { a: 1 }, MINUTE);
-      expect(await storage.getMany(visitor, ['a', 'missing', 'b', 'a'])).toEqual([
+      expect(await storage.getMany!(visitor, ['a', 'missing', 'b', 'a'])).toEqual([
         { a: 1 },
         undefined,
         'bee',
         { a: 1 },
       ]);
-      expect(await storage.getMany(visitor, [])).toEqual([]);
+      expect(await storage.getMany!(visitor, [])).toEqual([]);
     });
 
     it('stops returning a bin once its lifetime is over, and keeps a long-lived one', async () => {
@@ -90,8 +110,9 @@ export function storageContract(name: string, make: MakeStorage, cleanup?: (stor
       await sleep(250);
       expect(await storage.get(visitor, 'short')).toBeUndefined();
       expect(await storage.get(visitor, 'long')).toBe('still here');
-      if (storage.getMany) expect(await storage.getMany(visitor, ['short', 'long'])).toEqual([undefined, 'still here']);
-      if (storage.bins) expect(await storage.bins(visitor)).toEqual(['long']);
+      if (storage.getMany)
+        expect(await storage.getMany!(visitor, ['short', 'long'])).toEqual([undefined, 'still here']);
+      if (storage.bins) expect(await storage.bins!(visitor)).toEqual(['long']);
     });
 
     it('keeps two visitors with the same bin name apart', async () => {
@@ -120,46 +141,43 @@ export function storageContract(name: string, make: MakeStorage, cleanup?: (stor
       }
     });
 
-    it("lists a visitor's bins and no one else's", async (context) => {
-      if (!storage.bins) return context.skip('no bins');
+    itWith('bins', "lists a visitor's bins and no one else's", async () => {
       const visitor = randomId();
       const other = randomId();
       // Glob characters in a bin name or visitor ID must not widen the match.
       await storage.set(visitor, 'mymod:geo', 1, MINUTE);
       await storage.set(visitor, 'ab*[x]?', 2, MINUTE);
       await storage.set(other, 'other', 3, MINUTE);
-      expect((await storage.bins(visitor)).sort()).toEqual(['ab*[x]?', 'mymod:geo']);
-      expect(await storage.bins(randomId())).toEqual([]);
+      expect((await storage.bins!(visitor)).sort()).toEqual(['ab*[x]?', 'mymod:geo']);
+      expect(await storage.bins!(randomId())).toEqual([]);
       await storage.delete(visitor, 'mymod:geo');
-      expect(await storage.bins(visitor)).toEqual(['ab*[x]?']);
+      expect(await storage.bins!(visitor)).toEqual(['ab*[x]?']);
     });
 
-    it('adds a bin only when it is absent or expired, and says whether it did', async (context) => {
-      if (!storage.add) return context.skip('no add');
+    itWith('add', 'adds a bin only when it is absent or expired, and says whether it did', async () => {
       const visitor = randomId();
-      expect(await storage.add(visitor, 'claim', 'first', MINUTE)).toBe(true);
-      expect(await storage.add(visitor, 'claim', 'second', MINUTE)).toBe(false);
+      expect(await storage.add!(visitor, 'claim', 'first', MINUTE)).toBe(true);
+      expect(await storage.add!(visitor, 'claim', 'second', MINUTE)).toBe(false);
       expect(await storage.get(visitor, 'claim')).toBe('first');
       await storage.set(visitor, 'short', 'old', 50);
       await sleep(120);
-      expect(await storage.add(visitor, 'short', 'new', MINUTE)).toBe(true);
+      expect(await storage.add!(visitor, 'short', 'new', MINUTE)).toBe(true);
       expect(await storage.get(visitor, 'short')).toBe('new');
-      const racers = await Promise.all(Array.from({ length: 8 }, (_, i) => storage.add?.(visitor, 'race', i, MINUTE)));
+      const racers = await Promise.all(Array.from({ length: 8 }, (_, i) => storage.add!(visitor, 'race', i, MINUTE)));
       expect(racers.filter(Boolean)).toHaveLength(1);
       expect(await storage.get(visitor, 'race')).toBe(racers.indexOf(true));
     });
 
-    it('sweeps away expired entries, counts them, and leaves live ones', async (context) => {
-      if (!storage.sweep) return context.skip('no sweep');
+    itWith('sweep', 'sweeps away expired entries, counts them, and leaves live ones', async () => {
       const visitor = randomId();
       for (const bin of ['x', 'y', 'z']) await storage.set(visitor, bin, bin, 50);
       await storage.set(visitor, 'live', 'stays', MINUTE);
       await sleep(120);
       // Other tests may share the store and leave expired entries of their own.
-      expect(await storage.sweep()).toBeGreaterThanOrEqual(3);
+      expect(await storage.sweep!()).toBeGreaterThanOrEqual(3);
       expect(await storage.get(visitor, 'x')).toBeUndefined();
       expect(await storage.get(visitor, 'live')).toBe('stays');
-      if (storage.bins) expect(await storage.bins(visitor)).toEqual(['live']);
+      if (has('bins')) expect(await storage.bins!(visitor)).toEqual(['live']);
     });
 
     it('round-trips every kind of JSON value', async () => {
@@ -180,7 +198,7 @@ export function storageContract(name: string, make: MakeStorage, cleanup?: (stor
       for (const [bin, value] of Object.entries(values)) await storage.set(visitor, bin, value, MINUTE);
       for (const [bin, value] of Object.entries(values)) expect(await storage.get(visitor, bin)).toEqual(value);
       if (storage.getMany) {
-        expect(await storage.getMany(visitor, Object.keys(values))).toEqual(Object.values(values));
+        expect(await storage.getMany!(visitor, Object.keys(values))).toEqual(Object.values(values));
       }
     });
   });
