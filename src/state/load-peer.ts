@@ -9,7 +9,7 @@ import { ConfigError } from '../errors.js';
  * ```
  */
 export function describeStore(url: URL | string): string {
-  return String(url).replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
+  return String(url).replace(/\/\/([^:/?#@\s]*):[^/?#\s]*@/g, '//$1:***@');
 }
 
 const isModuleNotFound = (error: unknown, name: string): boolean =>

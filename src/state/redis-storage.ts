@@ -52,7 +52,7 @@ const nodeOf = (scheme: string, text: string, store: string): Node => {
 function targetOf(input: URL | string): Target {
   const text = String(input);
   const store = describeStore(text);
-  const match = /^(rediss?:)\/\/(?:([^@/?#]*)@)?([^/?#]*)([^?#]*)(\?[^#]*)?/i.exec(text);
+  const match = /^(rediss?:)\/\/(?:([^/?#]*)@)?([^@/?#]*)([^?#]*)(\?[^#]*)?/i.exec(text);
   if (!match) throw new ConfigError(`store '${store}' is not a redis:// or rediss:// URL`);
   const [, rawScheme = '', auth, hosts = '', , query = ''] = match;
   const scheme = rawScheme.toLowerCase();

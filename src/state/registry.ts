@@ -60,7 +60,8 @@ export async function openStorage(
     url = new URL(store);
   } catch (error) {
     throw new ConfigError(
-      `store ${JSON.stringify(redact(store))} is not a URL; use e.g. 'memory:' or 'sqlite://./data/visitor-state.sqlite'`,
+      // The text is not echoed: a malformed URL may still hold a password.
+      "the store option is not a URL; use e.g. 'memory:', 'sqlite://./data/visitor-state.sqlite' or 'redis://host:6379'",
       { cause: error },
     );
   }
@@ -73,9 +74,4 @@ export async function openStorage(
     );
   }
   return factory(url, options);
-}
-
-/** A store URL as it may be shown: without its password. */
-export function redact(store: string): string {
-  return store.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
 }

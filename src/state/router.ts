@@ -1,7 +1,8 @@
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import { type GuardedStorage, guardStorage } from './guard.js';
-import { openStorage, redact, type StoreOption } from './registry.js';
+import { describeStore } from './load-peer.js';
+import { openStorage, type StoreOption } from './registry.js';
 import {
   isRequestScoped,
   type RequestScopedStorage,
@@ -56,7 +57,7 @@ export interface Router {
   bind(handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore>;
 }
 
-const describe = (store: StoreOption) => (typeof store === 'string' ? redact(store) : 'custom storage');
+const describe = (store: StoreOption) => (typeof store === 'string' ? describeStore(store) : 'custom storage');
 
 export function createRouter(options: RouterOptions): Router {
   const byKey = new Map<StoreOption, StoreHandle>();

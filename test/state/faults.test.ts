@@ -1,0 +1,254 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ConfigError,
+  createVisitorState,
+  type Storage,
+  StorageError,
+  type VisitorStateError,
+  type VisitorStateOptions,
+} from '../../src/index.js';
+import { type CookieJar, createCookieJar } from '../helpers/cookie-jar.js';
+import { serve } from '../helpers/http.js';
+import { needRedisServer, privateRedis, type RedisProcess } from '../helpers/services.js';
+
+// No process-wide unhandledRejection listener here on purpose: vitest fails the run on one.
+
+const SECRET = 'faults-test-secret-0123456789abcdefghij';
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+const dir = await mkdtemp(join(tmpdir(), 'visitor-state-faults-'));
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+/** What the app answers: what it read (`null` for nothing), and whether its write failed and how. */
+interface Answer {
+  readonly id: string;
+  readonly read: unknown;
+  readonly wrote: boolean;
+  readonly writeError?: { name: string; message: string; cause?: string };
+}
+
+interface App {
+  readonly url: string;
+  readonly errors: VisitorStateError[];
+  readonly visitors: ReturnType<typeof createVisitorState>;
+}
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+/**
+ * A node:http app that reads bin `?get=` and, when `?set=` is given, writes `?value=` to
+ * it. A failed write is a StorageError the app catches and reports in its JSON, as an
+ * application that treats visitor state as optional would; anything else would be a 500.
+ */
+async function startApp(options: VisitorStateOptions): Promise<App> {
+  const errors: VisitorStateError[] = [];
+  const visitors = createVisitorState({ secret: SECRET, onError: (error) => errors.push(error), ...options });
+  const server = await serve(async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://app');
+    const visitor = await visitors.resolve(req, res);
+    const set = url.searchParams.get('set');
+    let wrote = false;
+    let writeError: Answer['writeError'];
+    if (set !== null) {
+      try {
+        await visitor.cache.set(set, url.searchParams.get('value'));
+        wrote = true;
+      } catch (error) {
+        if (!(error instanceof StorageError)) throw error;
+        writeError = {
+          name: error.name,
+          message: error.message,
+          ...(error.cause instanceof Error ? { cause: error.cause.name } : {}),
+        };
+      }
+    }
+    const read = await visitor.cache.get(url.searchParams.get('get') ?? 'mymod:none');
+    const answer: Answer = { id: visitor.id, read: read ?? null, wrote, ...(writeError ? { writeError } : {}) };
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(answer));
+  });
+  closers.push(async () => {
+    await server.close();
+    await visitors.close();
+  });
+  return { url: server.url, errors, visitors };
+}
+
+const ask = async (jar: CookieJar, app: App, query: string) => {
+  const reply = await jar.request(`${app.url}/?${query}`);
+  expect(reply.status).toBe(200);
+  return reply.json<Answer>();
+};
+
+const redisServer = await needRedisServer();
+
+describe.runIf(redisServer)('a Redis that stops in the middle of a run of requests', () => {
+  let redis: RedisProcess;
+  beforeAll(async () => {
+    redis = await privateRedis(dir);
+  });
+  afterAll(() => redis.stop());
+
+  it('never crashes, reads undefined and reports every failure while it is down, and recovers by itself', async () => {
+    const app = await startApp({ store: redis.url });
+    const clients = Array.from({ length: 4 }, () => createCookieJar());
+    for (const jar of clients)
+      expect((await ask(jar, app, 'set=mymod:first&value=kept&get=mymod:first')).wrote).toBe(true);
+
+    const ROUNDS = 50; // of one request per client, in parallel: 200 requests
+    const STOP = 15;
+    const START = 35;
+    let failedSets = 0;
+    let getsWhileDown = 0;
+    // Requests after the restart whose write failed: their read may have failed too.
+    let failedAfterStart = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      if (round === STOP) await redis.stop();
+      if (round === START) await redis.start();
+      const down = round >= STOP && round < START;
+      const answers = await Promise.all(
+        clients.map((jar, i) => ask(jar, app, `set=mymod:r${round}&value=${round}-${i}&get=mymod:first`)),
+      );
+      for (const answer of answers) {
+        if (answer.writeError) {
+          failedSets++;
+          expect(answer.writeError.name).toBe('StorageError');
+          if (round >= START) failedAfterStart++;
+        }
+        if (round < STOP) expect(answer).toMatchObject({ wrote: true, read: 'kept' });
+        if (down) {
+          getsWhileDown++;
+          expect(answer).toMatchObject({ wrote: false, read: null, writeError: { name: 'StorageError' } });
+        }
+      }
+    }
+    expect(getsWhileDown).toBe((START - STOP) * clients.length);
+
+    // Service comes back without restarting the app: a set and get round trip works again.
+    let back: Answer | undefined;
+    for (let attempt = 0; attempt < 100 && !back?.wrote; attempt++) {
+      back = await ask(clients[0] as CookieJar, app, 'set=mymod:back&value=yes&get=mymod:back');
+      if (back.writeError) {
+        failedSets++;
+        failedAfterStart++;
+        await sleep(100);
+      }
+    }
+    expect(back).toMatchObject({ wrote: true, read: 'yes' });
+    expect((await ask(clients[1] as CookieJar, app, 'set=mymod:again&value=1&get=mymod:again')).read).toBe('1');
+
+    // Every failure went to onError, typed: one StorageError per failed operation, and one for the outage.
+    expect(app.errors.every((error) => error instanceof StorageError)).toBe(true);
+    const failedTo = (what: string) =>
+      app.errors.filter(
+        (error) =>
+          error.message.endsWith(`failed to ${what}`) || error.message.includes(`did not answer ${what} within`),
+      ).length;
+    expect(failedTo('set')).toBe(failedSets);
+    expect(failedTo('get')).toBeGreaterThanOrEqual(getsWhileDown);
+    expect(failedTo('get')).toBeLessThanOrEqual(getsWhileDown + failedAfterStart);
+    expect(app.errors.filter((error) => error.message.includes('connection failed'))).toHaveLength(1);
+    expect(app.errors).toHaveLength(failedTo('set') + failedTo('get') + 1);
+  });
+});
+
+describe('a store that hangs', () => {
+  const hanging: Storage = {
+    get: () => new Promise(() => {}),
+    set: () => new Promise(() => {}),
+    delete: () => new Promise(() => {}),
+  };
+
+  it('makes get resolve undefined and set reject with a StorageError after the timeout', async () => {
+    const app = await startApp({ store: hanging, timeout: 100 });
+    const jar = createCookieJar();
+    const answer = await ask(jar, app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
+    expect(answer.read).toBeNull();
+    expect(answer.wrote).toBe(false);
+    expect(answer.writeError).toEqual({
+      name: 'StorageError',
+      message: 'store custom storage did not answer set within 100 ms',
+    });
+    expect(app.errors.map((error) => [error.name, error.message])).toEqual([
+      ['StorageError', 'store custom storage did not answer set within 100 ms'],
+      ['StorageError', 'store custom storage did not answer get within 100 ms'],
+    ]);
+  });
+});
+
+describe('a custom storage that fails', () => {
+  const disk = new Error('disk full');
+  const throwing: Storage = {
+    get() {
+      throw disk;
+    },
+    set() {
+      throw disk;
+    },
+    delete() {
+      throw disk;
+    },
+  };
+  const rejecting: Storage = {
+    get: () => Promise.reject(disk),
+    set: () => Promise.reject(disk),
+    delete: () => Promise.reject(disk),
+  };
+
+  it.each([
+    ['throws synchronously', throwing],
+    ['rejects', rejecting],
+  ])('is reported and typed as a StorageError with the cause when it %s', async (_how, store) => {
+    const app = await startApp({ store });
+    const jar = createCookieJar();
+    const answer = await ask(jar, app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
+    expect(answer).toMatchObject({
+      read: null,
+      wrote: false,
+      writeError: { name: 'StorageError', message: 'store custom storage failed to set', cause: 'Error' },
+    });
+    expect(app.errors).toHaveLength(2);
+    for (const error of app.errors) {
+      expect(error).toBeInstanceOf(StorageError);
+      expect(error.cause).toBe(disk);
+    }
+    expect(app.errors.map((error) => error.message)).toEqual([
+      'store custom storage failed to set',
+      'store custom storage failed to get',
+    ]);
+  });
+});
+
+describe('a SQLite path that cannot be opened', () => {
+  it('fails ready() with a ConfigError while requests still answer', async () => {
+    // A file where the folder should be: neither the folder nor the database can be made.
+    const blocker = join(dir, 'not-a-folder');
+    await writeFile(blocker, 'a file');
+    const app = await startApp({ store: `sqlite://${join(blocker, 'state.sqlite')}` });
+
+    const ready = await app.visitors.ready().catch((error: unknown) => error);
+    expect(ready).toBeInstanceOf(ConfigError);
+    expect((ready as Error).message).toMatch(/not-a-folder.*check the path/);
+
+    const jar = createCookieJar();
+    for (let i = 0; i < 3; i++) {
+      const answer = await ask(jar, app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
+      expect(answer).toMatchObject({
+        read: null,
+        wrote: false,
+        writeError: { name: 'StorageError', cause: 'ConfigError' },
+      });
+      expect(answer.writeError?.message).toContain((ready as Error).message);
+    }
+    expect(app.errors).toHaveLength(6);
+    for (const error of app.errors) {
+      expect(error).toBeInstanceOf(StorageError);
+      expect(error.cause).toBe(ready);
+    }
+  });
+});
