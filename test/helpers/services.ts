@@ -124,3 +124,52 @@ export async function privateRedis(dir: string, extra: readonly string[] = []): 
 
 export const needRedisServer = () =>
   need('redis-server', () => hasProgram('redis-server'), 'install it with: apt-get install -y redis-server');
+
+export const needRedisCluster = async () =>
+  (await needRedisServer()) &&
+  (await need('redis-cli', () => hasProgram('redis-cli'), 'install it with: apt-get install -y redis-tools'));
+
+export interface RedisCluster {
+  /** `redis://h1:p1,h2:p2,h3:p3/`, the form the Redis store takes for a cluster. */
+  readonly seeds: string;
+  readonly nodes: readonly RedisProcess[];
+  stop(): Promise<void>;
+}
+
+/** A Redis Cluster of three masters, each a private redis-server under `dir`, joined and ready. */
+export async function redisCluster(dir: string): Promise<RedisCluster> {
+  const run = (args: string[]) =>
+    new Promise<string>((resolve, reject) => {
+      const child = spawn('redis-cli', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout?.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+      });
+      child.once('error', reject);
+      child.once('exit', (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`redis-cli ${args.join(' ')}: ${code}`)),
+      );
+    });
+  const nodes: RedisProcess[] = [];
+  for (let i = 0; i < 3; i++) {
+    const nodeDir = `${dir}/cluster-${i}`;
+    await import('node:fs/promises').then((fs) => fs.mkdir(nodeDir, { recursive: true }));
+    nodes.push(await privateRedis(nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf']));
+  }
+  const addresses = nodes.map((node) => `127.0.0.1:${node.port}`);
+  await run(['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes']);
+  for (const node of nodes) {
+    for (let i = 0; ; i++) {
+      if ((await run(['-p', String(node.port), 'cluster', 'info'])).includes('cluster_state:ok')) break;
+      if (i === 100) throw new Error(`cluster node ${node.port} never reached cluster_state:ok`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return {
+    seeds: `redis://${addresses.join(',')}/`,
+    nodes,
+    stop: async () => {
+      for (const node of nodes) await node.stop();
+    },
+  };
+}

@@ -18,14 +18,15 @@ import type { Storage, StorageOptions } from '../../src/state/storage.js';
 import {
   DATABASE_URL,
   freePort,
-  hasProgram,
-  need,
   needPostgres,
   needRedis,
+  needRedisCluster,
   needRedisServer,
   privateRedis,
   REDIS_URL,
+  type RedisCluster,
   type RedisProcess,
+  redisCluster,
 } from '../helpers/services.js';
 import { storageContract } from './storage-contract.js';
 
@@ -49,9 +50,7 @@ afterAll(async () => {
 const redisUp = await needRedis();
 const postgresUp = await needPostgres();
 const redisServer = await needRedisServer();
-const clusterTools =
-  redisServer &&
-  (await need('redis-cli', () => hasProgram('redis-cli'), 'install it with: apt-get install -y redis-tools'));
+const clusterTools = redisServer && (await needRedisCluster());
 
 storageContract('memory', async () => memoryStorage());
 
@@ -82,30 +81,18 @@ if (postgresUp)
   storageContract('PostgreSQL', (namespace) => postgresStorage(new URL(DATABASE_URL), optionsFor(namespace)));
 
 describe.runIf(clusterTools)('over a Redis Cluster of three masters', () => {
-  const nodes: RedisProcess[] = [];
+  let cluster: RedisCluster;
   let seeds = '';
+  let nodes: readonly RedisProcess[] = [];
 
   beforeAll(async () => {
-    for (let i = 0; i < 3; i++) {
-      const nodeDir = join(dir, `cluster-${i}`);
-      await mkdir(nodeDir, { recursive: true });
-      nodes.push(await privateRedis(nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf']));
-    }
-    const addresses = nodes.map((node) => `127.0.0.1:${node.port}`);
-    await run('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes']);
-    for (const node of nodes) {
-      for (let i = 0; ; i++) {
-        const { stdout } = await run('redis-cli', ['-p', String(node.port), 'cluster', 'info']);
-        if (stdout.includes('cluster_state:ok')) break;
-        if (i === 100) throw new Error(`cluster node ${node.port} never reached cluster_state:ok`);
-        await sleep(100);
-      }
-    }
-    seeds = `redis://${addresses.join(',')}/`;
+    cluster = await redisCluster(dir);
+    seeds = cluster.seeds;
+    nodes = cluster.nodes;
   });
 
   afterAll(async () => {
-    for (const node of nodes) await node.stop();
+    await cluster?.stop();
   });
 
   storageContract('Redis Cluster', (namespace) => redisStorage(seeds, optionsFor(namespace)), { lacks: ['sweep'] });
