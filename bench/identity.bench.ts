@@ -2,7 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { parse as parseCookies } from 'cookie';
 import UAParser from 'ua-parser-js';
 import type { NodeLikeRequest, NodeLikeResponse, VisitorState } from '../src/index.js';
-import { load, measuredCode } from './library.js';
+import { type FakeResponse, fakeResponse, load, measuredCode } from './library.js';
 import { compare, heading, measure, sink, summary } from './report.js';
 
 const { cookieResolver, createVisitorState, fingerprintResolver, nodeRequestView, nodeResponseView } =
@@ -16,20 +16,6 @@ const OTHER_COOKIES = '_ga=GA1.2.1234567890.1700000000; theme=dark; lang=fr-FR; 
 const PEER = '203.0.113.7';
 // Calls per timed sample: each sample lasts tens of microseconds, far above the timer's own cost.
 const PER_SAMPLE = 20;
-
-interface FakeResponse extends NodeLikeResponse {
-  readonly headers: Map<string, number | string | readonly string[]>;
-}
-
-function fakeResponse(): FakeResponse {
-  const headers = new Map<string, number | string | readonly string[]>();
-  return {
-    headersSent: false,
-    headers,
-    getHeader: (name) => headers.get(name) as number | string | string[] | undefined,
-    setHeader: (name, value) => headers.set(name, value),
-  };
-}
 
 const fakeRequest = (cookie: string | undefined, ua = UA): NodeLikeRequest => ({
   headers: cookie === undefined ? { 'user-agent': ua } : { cookie, 'user-agent': ua },

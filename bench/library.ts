@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { NodeLikeResponse } from '../src/index.js';
 
 /** The environment variable through which `bench/run.ts` names the compiled build to measure. */
 export const LIBRARY_ENV = 'VISITOR_STATE_BENCH_LIB';
@@ -35,4 +36,19 @@ export function measuredCode(): string {
   return built
     ? 'measuring the compiled build (tsc, as published)'
     : 'measuring src/ through tsx (run `npm run bench` to measure the compiled build instead)';
+}
+
+/** A node:http-like response that only records its headers, for benches without a socket. */
+export interface FakeResponse extends NodeLikeResponse {
+  readonly headers: Map<string, number | string | readonly string[]>;
+}
+
+export function fakeResponse(): FakeResponse {
+  const headers = new Map<string, number | string | readonly string[]>();
+  return {
+    headersSent: false,
+    headers,
+    getHeader: (name) => headers.get(name) as number | string | string[] | undefined,
+    setHeader: (name, value) => headers.set(name, value),
+  };
 }

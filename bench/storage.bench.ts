@@ -7,9 +7,9 @@ import { sealData, unsealData } from 'iron-session';
 import Keyv from 'keyv';
 import pg from 'pg';
 import sqlite3 from 'sqlite3';
-import type { NodeLikeResponse, ResponseView, Storage, StorageOptions } from '../src/index.js';
+import type { ResponseView, Storage, StorageOptions } from '../src/index.js';
 import { canConnect, DATABASE_URL, REDIS_URL } from '../test/helpers/services.js';
-import { load, measuredCode } from './library.js';
+import { fakeResponse, load, measuredCode } from './library.js';
 import {
   type Case,
   check,
@@ -489,20 +489,6 @@ async function cookiePart(): Promise<void> {
   if (!ours || !iron) throw new Error('missing figures');
   heading(`cookie storage, a ${JSON.stringify(profile).length}-byte bin, against iron-session`);
   compare(ours, iron, { target: { fasterBy: 20 } });
-}
-
-interface FakeResponse extends NodeLikeResponse {
-  readonly headers: Map<string, number | string | readonly string[]>;
-}
-
-function fakeResponse(): FakeResponse {
-  const headers = new Map<string, number | string | readonly string[]>();
-  return {
-    headersSent: false,
-    headers,
-    getHeader: (name) => headers.get(name) as number | string | string[] | undefined,
-    setHeader: (name, value) => headers.set(name, value),
-  };
 }
 
 async function roundTripPart(): Promise<void> {
