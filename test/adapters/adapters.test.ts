@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type Http2Bindings, type HttpBindings, serve as serveHono } from '@hono/node-server';
 import express from 'express';
+import express4 from 'express4';
 import Fastify from 'fastify';
 import { type Context, Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -48,20 +49,26 @@ adapterSuite('node:http', (visitors) =>
   }),
 );
 
-adapterSuite('Express', (visitors) => {
-  const app = express();
-  app.use(expressVisitorState(visitors));
-  app.use(async (req, res) => {
-    const body = await route({
-      path: req.path,
-      query: new URLSearchParams(req.url.slice(req.path.length)),
-      visitor: req.visitor,
-      header: (name, value) => res.append(name, value),
+// Express 4 is installed beside 5 under the alias express4; one middleware serves both.
+for (const [name, makeApp] of [
+  ['Express 5', express],
+  ['Express 4', express4],
+] as const) {
+  adapterSuite(name, (visitors) => {
+    const app = makeApp();
+    app.use(expressVisitorState(visitors));
+    app.use(async (req, res) => {
+      const body = await route({
+        path: req.path,
+        query: new URLSearchParams(req.url.slice(req.path.length)),
+        visitor: req.visitor,
+        header: (name, value) => res.append(name, value),
+      });
+      res.status(body ? 200 : 404).json(body ?? {});
     });
-    res.status(body ? 200 : 404).json(body ?? {});
+    return listening(createServer(app).listen(0, '127.0.0.1'));
   });
-  return listening(createServer(app).listen(0, '127.0.0.1'));
-});
+}
 
 adapterSuite('Fastify', async (visitors) => {
   const app = Fastify();
