@@ -17,17 +17,7 @@ declare module 'fastify' {
 
 /** The request as the core sees it; custom resolvers get Fastify's request as `ctx.req` (with its decorations, such as `request.user`). */
 function requestView(request: FastifyRequest): RequestView {
-  const view = nodeRequestView(request.raw);
-  return {
-    header: view.header,
-    get peerAddress() {
-      return view.peerAddress;
-    },
-    get encrypted() {
-      return view.encrypted;
-    },
-    raw: request,
-  };
+  return { ...nodeRequestView(request.raw), raw: request };
 }
 
 /**

@@ -71,12 +71,8 @@ function collectingResponse() {
 export function fetchRequestView(request: Request, peerAddress: () => string | undefined, raw: unknown): RequestView {
   return {
     header: (name) => request.headers.get(name) ?? undefined,
-    get peerAddress() {
-      return peerAddress();
-    },
-    get encrypted() {
-      return request.url.startsWith('https:');
-    },
+    peerAddress: peerAddress(),
+    encrypted: request.url.startsWith('https:'),
     raw,
   };
 }
