@@ -44,7 +44,14 @@ export interface NodeLikeResponse {
   setHeader(name: string, value: number | string | readonly string[]): unknown;
 }
 
-/** A request view over a node:http request. */
+/**
+ * A request view over a node:http request, for code that calls `resolveView` itself.
+ *
+ * @example
+ * ```ts
+ * const visitor = await visitors.resolveView(nodeRequestView(req), nodeResponseView(res), req);
+ * ```
+ */
 export function nodeRequestView(req: NodeLikeRequest): RequestView {
   return {
     header(name) {
@@ -100,7 +107,16 @@ class NodeResponseView implements ResponseView {
   }
 }
 
-/** A response view over a node:http response. */
+/**
+ * A response view over a node:http response: Set-Cookie lines of others are kept, and a
+ * cookie set twice in one response is sent once.
+ *
+ * @example
+ * ```ts
+ * const view = nodeResponseView(res);
+ * view.setCookie('vsid', 'vsid=…; Path=/; HttpOnly');
+ * ```
+ */
 export function nodeResponseView(res: NodeLikeResponse): ResponseView {
   return new NodeResponseView(res);
 }
