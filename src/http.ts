@@ -42,6 +42,8 @@ export interface NodeLikeResponse {
   readonly headersSent: boolean;
   getHeader(name: string): number | string | string[] | undefined;
   setHeader(name: string, value: number | string | readonly string[]): unknown;
+  /** node:http's event, used to let go of the request's visitor once the response is over. */
+  once?(event: 'close', listener: () => void): unknown;
 }
 
 /**

@@ -121,8 +121,18 @@ export interface VisitorStateOptions {
 export interface VisitorState {
   /** The visitor of a node:http (or Express) request; resolved once per request. */
   resolve(req: NodeLikeRequest, res?: NodeLikeResponse): Promise<Visitor>;
-  /** The same, for adapters that build their own views; `key` identifies the request. */
-  resolveView(request: RequestView, response: ResponseView | undefined, key?: object): Promise<Visitor>;
+  /**
+   * The same, for adapters that build their own views. `key` identifies the request;
+   * `whenDone` is given a function to call once the response is over, so that a request object
+   * a framework keeps afterwards (a keep-alive socket holds its last one) does not keep the
+   * visitor alive into V8's old generation.
+   */
+  resolveView(
+    request: RequestView,
+    response: ResponseView | undefined,
+    key?: object,
+    whenDone?: (release: () => void) => void,
+  ): Promise<Visitor>;
   /** Adds a resolver to the chain, at the end or next to a named one. */
   use(resolver: Resolver, placement?: Placement): VisitorState;
   /** The visitor cookie's name. */
@@ -244,7 +254,13 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   // keyed by a short-lived request would keep the whole visitor alive through V8's young-generation
   // collections (about 15 µs a request); the WeakMap stays for requests that cannot take a property.
   const mark = Symbol('visitor-state');
+  type Holder = { [mark]?: Promise<Visitor> | undefined };
   const resolved = new WeakMap<object, Promise<Visitor>>();
+  const forget = (key: object) => {
+    const holder = key as Holder;
+    if (holder[mark]) holder[mark] = undefined;
+    resolved.delete(key);
+  };
 
   const shared = { proxy, keys, now, linkedVisitor };
 
@@ -295,16 +311,21 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
 
   const state: VisitorState = {
     resolve(req, res) {
-      return state.resolveView(nodeRequestView(req), res ? nodeResponseView(res) : undefined, req);
+      const known = (req as Holder)[mark];
+      if (known) return known;
+      return state.resolveView(nodeRequestView(req), res ? nodeResponseView(res) : undefined, req, (release) =>
+        res?.once?.('close', release),
+      );
     },
-    resolveView(request, response, key = request.raw as object) {
+    resolveView(request, response, key = request.raw as object, whenDone) {
       if (typeof key !== 'object' || key === null) return resolveVisitor(request, response);
-      const holder = key as { [mark]?: Promise<Visitor> };
+      const holder = key as Holder;
       let visitor = holder[mark] ?? resolved.get(key);
       if (!visitor) {
         visitor = resolveVisitor(request, response);
-        if (Object.isExtensible(key)) Object.defineProperty(key, mark, { value: visitor });
+        if (Object.isExtensible(key)) holder[mark] = visitor;
         else resolved.set(key, visitor);
+        whenDone?.(() => forget(key));
       }
       return visitor;
     },

@@ -131,18 +131,20 @@ export function createVisitor(
   response: ResponseView | undefined,
   storageRequest: StorageRequest,
 ): Visitor {
+  // One binding per store for the whole request, shared by the caches of every ID it has.
+  const storeOf = env.router.forRequest(storageRequest);
   const state: VisitorFields = {
     owner: resolution,
     source: resolution.source,
     confidence: resolution.confidence,
-    cache: createBinCache(resolution, env.settings, storageRequest),
+    cache: createBinCache(resolution, env.settings, storeOf),
     ctx,
   };
   const become = (id: string, nextSource: string, nextConfidence: Confidence) => {
     state.owner = { id, own: undefined, maxTtl: undefined };
     state.source = nextSource;
     state.confidence = nextConfidence;
-    state.cache = createBinCache(state.owner, env.settings, storageRequest);
+    state.cache = createBinCache(state.owner, env.settings, storeOf);
   };
 
   const sendCookie = (id: string | undefined) => {
@@ -151,7 +153,7 @@ export function createVisitor(
     response.setCookie(cookie.cookieName, id === undefined ? cookie.clear(ctx) : cookie.serialize(id, ctx));
   };
 
-  const stores = () => Promise.all(env.router.handles().map((handle) => env.router.bind(handle, storageRequest)));
+  const stores = () => Promise.all(env.router.handles().map(storeOf));
 
   /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. */
   const copyAll = async (from: string, to: string, ownWins: boolean) => {

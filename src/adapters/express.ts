@@ -33,7 +33,10 @@ declare global {
  */
 export function visitorState(visitors: VisitorState): RequestHandler {
   return (req, res, next) => {
-    req.visitor = lazyVisitor(() => visitors.resolve(req, res));
+    req.visitor = lazyVisitor(
+      () => visitors.resolve(req, res),
+      (release) => res.once('close', release),
+    );
     next();
   };
 }

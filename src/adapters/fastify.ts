@@ -65,8 +65,10 @@ export function visitorState(visitors: VisitorState): FastifyPluginAsync {
   const plugin: FastifyPluginAsync = async (fastify) => {
     fastify.decorateRequest('visitor', null as unknown as LazyVisitor);
     fastify.addHook('onRequest', (request, reply, done) => {
-      request.visitor = lazyVisitor(() =>
-        visitors.resolveView(requestView(request), nodeResponseView(replyResponse(reply)), request.raw),
+      const whenDone = (release: () => void) => reply.raw.once('close', release);
+      request.visitor = lazyVisitor(
+        () => visitors.resolveView(requestView(request), nodeResponseView(replyResponse(reply)), request.raw, whenDone),
+        whenDone,
       );
       done();
     });

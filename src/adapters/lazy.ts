@@ -31,7 +31,8 @@ export interface LazyVisitor extends Pick<Visitor, 'link' | 'rotate' | 'forget'>
 }
 
 /**
- * Wraps a resolution so that it runs once, on first use. Shared by every adapter.
+ * Wraps a resolution so that it runs once, on first use, and is let go when `whenDone` says the
+ * response is over. Shared by every adapter.
  *
  * @example
  * ```ts
@@ -39,10 +40,20 @@ export interface LazyVisitor extends Pick<Visitor, 'link' | 'rotate' | 'forget'>
  * await visitor.cache.get('mymod:geo');
  * ```
  */
-export function lazyVisitor(resolveOnce: () => Promise<Visitor>): LazyVisitor {
+export function lazyVisitor(
+  resolveOnce: () => Promise<Visitor>,
+  whenDone?: (release: () => void) => void,
+): LazyVisitor {
   let pending: Promise<Visitor> | undefined;
   const resolve = (): Promise<Visitor> => {
-    pending ??= resolveOnce();
+    if (!pending) {
+      pending = resolveOnce();
+      // The framework may keep the request after the response (a keep-alive socket holds its last
+      // one): let go of the visitor then, so it dies young instead of moving to V8's old generation.
+      whenDone?.(() => {
+        pending = undefined;
+      });
+    }
     return pending;
   };
   const cache: BinCache = {

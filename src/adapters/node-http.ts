@@ -42,5 +42,8 @@ export function visitorState(visitors: VisitorState): ResolveNodeVisitor {
  * ```
  */
 export function lazyNodeVisitor(visitors: VisitorState, req: NodeLikeRequest, res: NodeLikeResponse): LazyVisitor {
-  return lazyVisitor(() => visitors.resolve(req, res));
+  return lazyVisitor(
+    () => visitors.resolve(req, res),
+    (release) => res.once?.('close', release),
+  );
 }

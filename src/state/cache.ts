@@ -1,7 +1,6 @@
 import { type Duration, toMs } from '../duration.js';
 import type { StoreOption } from './registry.js';
-import type { BinStore, Router, StoreHandle } from './router.js';
-import type { StorageRequest } from './storage.js';
+import type { BinStore, Router, StoreHandle, StoresOf } from './router.js';
 import { checkBinName, serializeBin } from './value.js';
 
 /** A bin with its data type carried through `get` and `set`; made by {@link bin}. */
@@ -76,15 +75,10 @@ interface Routed {
 }
 
 /** The bin cache of one visitor for one request. */
-export function createBinCache(
-  owner: CacheOwner,
-  settings: CacheSettings,
-  request: StorageRequest | undefined,
-): BinCache {
+export function createBinCache(owner: CacheOwner, settings: CacheSettings, storeOf: StoresOf): BinCache {
   const { router } = settings;
   // JSON text per bin, as the store has it: one store call per bin per request, shared by concurrent readers.
   const memo = new Map<string, Promise<string | undefined>>();
-  const storeOf = (handle: StoreHandle): Promise<BinStore> => router.bind(handle, request);
 
   const route = (ref: BinRef): Routed => {
     const name = typeof ref === 'string' ? ref : ref.name;
@@ -94,13 +88,12 @@ export function createBinCache(
     return { name, handle: routed.handle, ttlMs: ttl ?? settings.defaultTtlMs };
   };
 
-  const text = (data: unknown) => (data === undefined ? undefined : JSON.stringify(data));
   const parse = (json: string | undefined) => (json === undefined ? undefined : JSON.parse(json));
 
   const load = (routed: Routed): Promise<string | undefined> => {
     let pending = memo.get(routed.name);
     if (!pending) {
-      pending = storeOf(routed.handle).then((store) => store.get(owner.id, routed.name).then(text));
+      pending = storeOf(routed.handle).then((store) => store.getText(owner.id, routed.name));
       memo.set(routed.name, pending);
     }
     return pending;
@@ -128,11 +121,11 @@ export function createBinCache(
       }
       for (const [handle, group] of groups) {
         const names = group.map((r) => r.name);
-        const many = storeOf(handle).then((store) => store.getMany(owner.id, names));
+        const many = storeOf(handle).then((store) => store.getManyText(owner.id, names));
         for (const [i, r] of group.entries())
           memo.set(
             r.name,
-            many.then((found) => text(found[i])),
+            many.then((found) => found[i]),
           );
       }
       const texts = await Promise.all(routed.map(load));

@@ -1,5 +1,5 @@
 import { type ErrorHook, StorageError, VisitorStateError } from '../errors.js';
-import type { Storage } from './storage.js';
+import { inProcess, jsonText, type TextStorage } from './storage.js';
 
 /**
  * A storage whose every call ends within the timeout and fails in one way, whatever the
@@ -10,6 +10,9 @@ import type { Storage } from './storage.js';
 export interface GuardedStorage {
   get(visitorId: string, bin: string): Promise<unknown>;
   getMany(visitorId: string, bins: readonly string[]): Promise<unknown[]>;
+  /** The bin as JSON text, as the store keeps it where it can: one parse less for the bin cache. */
+  getText(visitorId: string, bin: string): Promise<string | undefined>;
+  getManyText(visitorId: string, bins: readonly string[]): Promise<(string | undefined)[]>;
   set(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<void>;
   /** Set-if-absent; atomic where the storage has `add`, a get-then-set otherwise. */
   add(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<boolean>;
@@ -18,7 +21,7 @@ export interface GuardedStorage {
 }
 
 export function guardStorage(
-  open: Promise<Storage>,
+  open: Promise<TextStorage>,
   label: string,
   timeoutMs: number,
   onError: ErrorHook,
@@ -41,8 +44,18 @@ export function guardStorage(
     }
   };
 
-  const call = async <T>(what: string, run: (storage: Storage) => Promise<T>): Promise<T> => {
-    const storage = await open;
+  let opened: TextStorage | undefined;
+  open.then(
+    (storage) => {
+      opened = storage;
+    },
+    () => {},
+  );
+
+  const call = async <T>(what: string, run: (storage: TextStorage) => Promise<T>): Promise<T> => {
+    const storage = opened ?? (await open);
+    // A store in this process answers or throws; only one over a network can hang.
+    if (storage[inProcess]) return run(storage);
     return new Promise<T>((resolve, reject) => {
       const entry = {
         deadline: Date.now() + timeoutMs,
@@ -80,7 +93,7 @@ export function guardStorage(
           { cause: error },
         );
 
-  const write = async (what: string, run: (storage: Storage) => Promise<void>): Promise<void> => {
+  const write = async (what: string, run: (storage: TextStorage) => Promise<void>): Promise<void> => {
     try {
       await call(what, run);
     } catch (error) {
@@ -90,7 +103,7 @@ export function guardStorage(
     }
   };
 
-  const read = async <T>(what: string, run: (storage: Storage) => Promise<T>, absent: T): Promise<T> => {
+  const read = async <T>(what: string, run: (storage: TextStorage) => Promise<T>, absent: T): Promise<T> => {
     try {
       return await call(what, run);
     } catch (error) {
@@ -105,6 +118,24 @@ export function guardStorage(
       read(
         'get several bins',
         (s) => (s.getMany ? s.getMany(visitorId, bins) : Promise.all(bins.map((bin) => s.get(visitorId, bin)))),
+        bins.map(() => undefined),
+      ),
+    getText: (visitorId, bin) =>
+      read(
+        'get',
+        async (s) => (s[jsonText] ? s[jsonText].get(visitorId, bin) : asText(await s.get(visitorId, bin))),
+        undefined,
+      ),
+    getManyText: (visitorId, bins) =>
+      read(
+        'get several bins',
+        async (s) =>
+          s[jsonText]
+            ? s[jsonText].getMany(visitorId, bins)
+            : (s.getMany
+                ? await s.getMany(visitorId, bins)
+                : await Promise.all(bins.map((bin) => s.get(visitorId, bin)))
+              ).map(asText),
         bins.map(() => undefined),
       ),
     set: (visitorId, bin, data, ttlMs) => write('set', (s) => s.set(visitorId, bin, data, ttlMs)),
@@ -129,3 +160,6 @@ export function guardStorage(
     },
   };
 }
+
+/** JSON text of data a storage returned; `undefined` stays absent. */
+export const asText = (data: unknown): string | undefined => (data === undefined ? undefined : JSON.stringify(data));

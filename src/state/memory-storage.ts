@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { Storage, StorageOptions } from './storage.js';
+import { inProcess, readsFromJsonText, type StorageOptions, type TextStorage } from './storage.js';
 
 interface Entry {
   readonly visitorId: string;
@@ -26,7 +26,7 @@ const keyOf = (visitorId: string, bin: string): string => `${visitorId.length}:$
  * await storage.set(visitorId, 'mymod:geo', { city: 'Lyon' }, 60_000);
  * ```
  */
-export function memoryStorage(options: Partial<StorageOptions> = {}): Storage {
+export function memoryStorage(options: Partial<StorageOptions> = {}): TextStorage {
   const byVisitor = new Map<string, Set<string>>();
 
   const cache = new LRUCache<string, Entry>({
@@ -51,18 +51,14 @@ export function memoryStorage(options: Partial<StorageOptions> = {}): Storage {
     bins.add(bin);
   };
 
-  return {
-    async get(visitorId, bin) {
-      const entry = cache.get(keyOf(visitorId, bin));
-      return entry === undefined ? undefined : JSON.parse(entry.json);
-    },
+  const textOf = (visitorId: string, bin: string) => cache.get(keyOf(visitorId, bin))?.json;
 
-    async getMany(visitorId, bins) {
-      return bins.map((bin) => {
-        const entry = cache.get(keyOf(visitorId, bin));
-        return entry === undefined ? undefined : JSON.parse(entry.json);
-      });
-    },
+  return {
+    [inProcess]: true,
+    ...readsFromJsonText({
+      get: async (visitorId, bin) => textOf(visitorId, bin),
+      getMany: async (visitorId, bins) => bins.map((bin) => textOf(visitorId, bin)),
+    }),
 
     async set(visitorId, bin, data, ttlMs) {
       put(visitorId, bin, data, ttlMs);

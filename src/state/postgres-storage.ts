@@ -1,6 +1,6 @@
 import { StorageError } from '../errors.js';
 import { describeStore, loadPeer } from './load-peer.js';
-import type { Storage, StorageOptions } from './storage.js';
+import { readsFromJsonText, type Storage, type StorageOptions } from './storage.js';
 
 const POOL_SIZE = 5;
 const CONNECT_TIMEOUT_MS = 2_000;
@@ -113,21 +113,18 @@ export async function postgresStorage(url: URL, options: StorageOptions): Promis
   const ns = options.namespace;
 
   return {
-    async get(visitorId, bin) {
-      const { rows } = await query<{ value: string }>('get', [ns, visitorId, bin, Date.now()]);
-      const [row] = rows;
-      return row === undefined ? undefined : JSON.parse(row.value);
-    },
-
-    async getMany(visitorId, bins) {
-      if (bins.length === 0) return [];
-      const { rows } = await query<{ bin: string; value: string }>('getMany', [ns, visitorId, bins, Date.now()]);
-      const found = new Map(rows.map((row) => [row.bin, row.value]));
-      return bins.map((bin) => {
-        const json = found.get(bin);
-        return json === undefined ? undefined : JSON.parse(json);
-      });
-    },
+    ...readsFromJsonText({
+      async get(visitorId, bin) {
+        const { rows } = await query<{ value: string }>('get', [ns, visitorId, bin, Date.now()]);
+        return rows[0]?.value;
+      },
+      async getMany(visitorId, bins) {
+        if (bins.length === 0) return [];
+        const { rows } = await query<{ bin: string; value: string }>('getMany', [ns, visitorId, bins, Date.now()]);
+        const found = new Map(rows.map((row) => [row.bin, row.value]));
+        return bins.map((bin) => found.get(bin));
+      },
+    }),
 
     async set(visitorId, bin, data, ttlMs) {
       await query('set', [ns, visitorId, bin, JSON.stringify(data), Math.ceil(Date.now() + ttlMs)]);

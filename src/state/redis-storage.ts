@@ -1,6 +1,6 @@
 import { ConfigError, StorageError } from '../errors.js';
 import { describeStore, loadPeer } from './load-peer.js';
-import type { Storage, StorageOptions } from './storage.js';
+import { readsFromJsonText, type Storage, type StorageOptions } from './storage.js';
 
 const CONNECT_TIMEOUT_MS = 2_000;
 const SCAN_COUNT = '1000';
@@ -195,17 +195,16 @@ export async function redisStorage(url: URL | string, options: StorageOptions): 
   const prefix = (visitorId: string) => `${options.namespace}:{${visitorId}}:`;
 
   return {
-    async get(visitorId, bin) {
-      const json = await commands.get(prefix(visitorId) + bin);
-      return json === null ? undefined : JSON.parse(json);
-    },
-
-    async getMany(visitorId, bins) {
-      if (bins.length === 0) return [];
-      const start = prefix(visitorId);
-      const values = await commands.mGet(bins.map((bin) => start + bin));
-      return values.map((json) => (json === null ? undefined : JSON.parse(json)));
-    },
+    ...readsFromJsonText({
+      async get(visitorId, bin) {
+        return (await commands.get(prefix(visitorId) + bin)) ?? undefined;
+      },
+      async getMany(visitorId, bins) {
+        if (bins.length === 0) return [];
+        const start = prefix(visitorId);
+        return (await commands.mGet(bins.map((bin) => start + bin))).map((json) => json ?? undefined);
+      },
+    }),
 
     async set(visitorId, bin, data, ttlMs) {
       // PX takes a whole number of milliseconds, at least one.

@@ -1,6 +1,6 @@
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
-import { type GuardedStorage, guardStorage } from './guard.js';
+import { asText, type GuardedStorage, guardStorage } from './guard.js';
 import { describeStore } from './load-peer.js';
 import { openStorage, type StoreOption } from './registry.js';
 import {
@@ -31,6 +31,9 @@ export interface StoreHandle {
   readonly migrateFrom: StoreHandle | undefined;
 }
 
+/** A store handle's binding for one request. */
+export type StoresOf = (handle: StoreHandle) => Promise<BinStore>;
+
 export interface RoutedBin {
   readonly handle: StoreHandle;
   readonly ttlMs: number | undefined;
@@ -54,7 +57,8 @@ export interface Router {
   handles(): StoreHandle[];
   /** Base names of the cookie stores' cookies. */
   cookieStores(): string[];
-  bind(handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore>;
+  /** The stores as one request sees them: each bound once, request-scoped ones to this request. */
+  forRequest(request: StorageRequest | undefined): StoresOf;
 }
 
 const describe = (store: StoreOption) => (typeof store === 'string' ? describeStore(store) : 'custom storage');
@@ -96,36 +100,31 @@ export function createRouter(options: RouterOptions): Router {
   }));
 
   // A request-scoped store holds the request's state in its binding: one binding per request and store.
-  const bindings = new WeakMap<StorageRequest, Map<StoreHandle, Promise<BinStore>>>();
-  const bind = (handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore> => {
-    if (!request) return bindNow(handle, undefined);
-    let forRequest = bindings.get(request);
-    if (!forRequest) {
-      forRequest = new Map();
-      bindings.set(request, forRequest);
-    }
-    let bound = forRequest.get(handle);
-    if (!bound) {
-      bound = bindNow(handle, request);
-      forRequest.set(handle, bound);
-    }
-    return bound;
-  };
-  const bindNow = async (handle: StoreHandle, request: StorageRequest | undefined): Promise<BinStore> => {
-    const storage = await handle.opened.catch(() => undefined);
-    if (storage && isRequestScoped(storage)) {
-      if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
-      return direct(storage.bind(request));
-    }
-    const shared = handle.shared() as GuardedStorage;
-    return handle.migrateFrom
-      ? migrating(shared, await bind(handle.migrateFrom, request), options.defaultTtlMs)
-      : shared;
+  const forRequest = (request: StorageRequest | undefined): StoresOf => {
+    const bound = new Map<StoreHandle, Promise<BinStore>>();
+    const storeOf = (handle: StoreHandle): Promise<BinStore> => {
+      let store = bound.get(handle);
+      if (!store) {
+        store = bindNow(handle);
+        bound.set(handle, store);
+      }
+      return store;
+    };
+    const bindNow = async (handle: StoreHandle): Promise<BinStore> => {
+      const storage = await handle.opened.catch(() => undefined);
+      if (storage && isRequestScoped(storage)) {
+        if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
+        return direct(storage.bind(request));
+      }
+      const shared = handle.shared() as GuardedStorage;
+      return handle.migrateFrom ? migrating(shared, await storeOf(handle.migrateFrom), options.defaultTtlMs) : shared;
+    };
+    return storeOf;
   };
 
   return {
     main,
-    bind,
+    forRequest,
     route(bin, store) {
       if (store !== undefined) return { handle: open(store), ttlMs: undefined };
       for (const rule of rules) if (rule.match.test(bin)) return rule;
@@ -147,10 +146,13 @@ const escapeRegExp = (text: string) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&'
 
 /** A request-bound storage used as it is: its errors are already typed. */
 function direct(storage: Storage): BinStore {
+  const getMany = (id: string, bins: readonly string[]) =>
+    storage.getMany ? storage.getMany(id, bins) : Promise.all(bins.map((b) => storage.get(id, b)));
   return {
     get: (id, bin) => storage.get(id, bin),
-    getMany: (id, bins) =>
-      storage.getMany ? storage.getMany(id, bins) : Promise.all(bins.map((b) => storage.get(id, b))),
+    getMany,
+    getText: async (id, bin) => asText(await storage.get(id, bin)),
+    getManyText: async (id, bins) => (await getMany(id, bins)).map(asText),
     set: (id, bin, data, ttlMs) => storage.set(id, bin, data, ttlMs),
     delete: (id, bin) => storage.delete(id, bin),
     add: async (id, bin, data, ttlMs) => {
@@ -170,30 +172,34 @@ function migrating(current: BinStore, old: BinStore, ttlMs: number): BinStore {
     await current.set(id, bin, data, ttlMs);
     await old.delete(id, bin);
   };
+  const get = async (id: string, bin: string) => {
+    const data = await current.get(id, bin);
+    if (data !== undefined) return data;
+    const found = await old.get(id, bin);
+    if (found !== undefined) await move(id, bin, found).catch(reported);
+    return found;
+  };
+  const getMany = async (id: string, bins: readonly string[]) => {
+    const found = await current.getMany(id, bins);
+    const missing = bins.filter((_, i) => found[i] === undefined);
+    if (missing.length === 0) return found;
+    const older = await old.getMany(id, missing);
+    let next = 0;
+    return Promise.all(
+      found.map(async (data, i) => {
+        if (data !== undefined) return data;
+        const moved = older[next++];
+        if (moved !== undefined) await move(id, bins[i] as string, moved).catch(reported);
+        return moved;
+      }),
+    );
+  };
   return {
     ...current,
-    async get(id, bin) {
-      const data = await current.get(id, bin);
-      if (data !== undefined) return data;
-      const found = await old.get(id, bin);
-      if (found !== undefined) await move(id, bin, found).catch(reported);
-      return found;
-    },
-    async getMany(id, bins) {
-      const found = await current.getMany(id, bins);
-      const missing = bins.filter((_, i) => found[i] === undefined);
-      if (missing.length === 0) return found;
-      const older = await old.getMany(id, missing);
-      let next = 0;
-      return Promise.all(
-        found.map(async (data, i) => {
-          if (data !== undefined) return data;
-          const moved = older[next++];
-          if (moved !== undefined) await move(id, bins[i] as string, moved).catch(reported);
-          return moved;
-        }),
-      );
-    },
+    get,
+    getMany,
+    getText: async (id, bin) => asText(await get(id, bin)),
+    getManyText: async (id, bins) => (await getMany(id, bins)).map(asText),
   };
 }
 

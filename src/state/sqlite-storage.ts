@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Database, Statement } from 'sqlite3';
 import { ConfigError } from '../errors.js';
 import { describeStore, loadPeer } from './load-peer.js';
-import type { Storage, StorageOptions } from './storage.js';
+import { readsFromJsonText, type Storage, type StorageOptions } from './storage.js';
 
 const SWEEP_BATCH = 1_000;
 
@@ -129,20 +129,18 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
   const ns = options.namespace;
 
   return {
-    async get(visitorId, bin) {
-      const [row] = await all(statements.get, [ns, visitorId, bin, Date.now()]);
-      return row === undefined ? undefined : JSON.parse(row.value as string);
-    },
-
-    async getMany(visitorId, bins) {
-      if (bins.length === 0) return [];
-      const rows = await all(statements.getMany, [ns, visitorId, JSON.stringify(bins), Date.now()]);
-      const found = new Map(rows.map((row) => [row.bin as string, row.value as string]));
-      return bins.map((bin) => {
-        const json = found.get(bin);
-        return json === undefined ? undefined : JSON.parse(json);
-      });
-    },
+    ...readsFromJsonText({
+      async get(visitorId, bin) {
+        const [row] = await all(statements.get, [ns, visitorId, bin, Date.now()]);
+        return row?.value as string | undefined;
+      },
+      async getMany(visitorId, bins) {
+        if (bins.length === 0) return [];
+        const rows = await all(statements.getMany, [ns, visitorId, JSON.stringify(bins), Date.now()]);
+        const found = new Map(rows.map((row) => [row.bin as string, row.value as string]));
+        return bins.map((bin) => found.get(bin));
+      },
+    }),
 
     async set(visitorId, bin, data, ttlMs) {
       await run(statements.set, [ns, visitorId, bin, JSON.stringify(data), Math.ceil(Date.now() + ttlMs)]);

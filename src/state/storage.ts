@@ -53,6 +53,38 @@ export interface Storage {
   close?(): Promise<void>;
 }
 
+/**
+ * Built-in storages keep bins as JSON text and can hand it over as it is: the bin cache then
+ * parses once, instead of the storage parsing and the cache serialising it again.
+ */
+export const jsonText = Symbol('visitor-state.jsonText');
+
+/** The JSON-text reads of a built-in storage. */
+export interface JsonText {
+  get(visitorId: string, bin: string): Promise<string | undefined>;
+  getMany(visitorId: string, bins: readonly string[]): Promise<(string | undefined)[]>;
+}
+
+/**
+ * A storage that lives in this process and cannot hang (the memory storage): the guard skips
+ * its deadline bookkeeping.
+ */
+export const inProcess = Symbol('visitor-state.inProcess');
+
+/** A built-in storage: JSON-text reads, and whether it lives in this process. */
+export type TextStorage = Storage & { readonly [jsonText]?: JsonText; readonly [inProcess]?: true };
+
+const parseJson = (json: string | undefined): unknown => (json === undefined ? undefined : JSON.parse(json));
+
+/** `get` and `getMany` of a storage that keeps JSON text, with the text reads beside them. */
+export function readsFromJsonText(text: JsonText): Pick<TextStorage, 'get' | 'getMany' | typeof jsonText> {
+  return {
+    [jsonText]: text,
+    get: async (visitorId, bin) => parseJson(await text.get(visitorId, bin)),
+    getMany: async (visitorId, bins) => (await text.getMany(visitorId, bins)).map(parseJson),
+  };
+}
+
 /** What a request-scoped storage gets for one request. */
 export interface StorageRequest {
   readonly cookies: Readonly<Record<string, string | undefined>>;
