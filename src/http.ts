@@ -74,8 +74,9 @@ const headerValues = (value: number | string | readonly string[] | undefined): s
 // hidden class of its own, which costs about a microsecond per request and promotes garbage.
 class NodeResponseView implements ResponseView {
   readonly #res: NodeLikeResponse;
-  readonly #ours = new Map<string, string>();
-  #written = new Set<string>();
+  // Made on the first cookie: most responses to a returning visitor set none.
+  #ours: Map<string, string> | undefined;
+  #written: Set<string> | undefined;
 
   constructor(res: NodeLikeResponse) {
     this.#res = res;
@@ -102,8 +103,10 @@ class NodeResponseView implements ResponseView {
   }
 
   setCookie(name: string, serialized: string): void {
+    this.#ours ??= new Map();
     this.#ours.set(name, serialized);
-    const others = headerValues(this.#res.getHeader('set-cookie')).filter((v) => !this.#written.has(v));
+    const written = this.#written;
+    const others = headerValues(this.#res.getHeader('set-cookie')).filter((v) => !written?.has(v));
     this.#written = new Set(this.#ours.values());
     this.#res.setHeader('set-cookie', [...others, ...this.#written]);
   }
