@@ -356,7 +356,7 @@ async function redisPart(): Promise<void> {
           label: `redis storage + timeout guard get, ${IN_FLIGHT} in flight`,
           ops: IN_FLIGHT,
           run: async () => {
-            sink.value = await Promise.all(BINS.map((bin) => guarded.get(VISITOR, bin)));
+            sink.value = await Promise.all(BINS.map((bin) => guarded.getText(VISITOR, bin)));
           },
         },
       ],

@@ -36,12 +36,22 @@ const unwrap = (address: IpAddress): IpAddress =>
     ? (address as ipaddr.IPv6).toIPv4Address()
     : address;
 
+const DOTTED_QUAD =
+  /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/**
+ * Plain four-part decimal IPv4 only (no octal, hex or short forms). One regular expression
+ * instead of ipaddr's general parser: every request with a proxy header parses two or more.
+ */
+function parseDottedQuad(text: string): IpAddress | undefined {
+  const match = DOTTED_QUAD.exec(text);
+  return match ? new ipaddr.IPv4([Number(match[1]), Number(match[2]), Number(match[3]), Number(match[4])]) : undefined;
+}
+
 /** A bare address (no brackets, no port); rejects zone IDs and ipaddr's legacy IPv4 forms. */
 function parseBare(text: string): IpAddress | undefined {
   if (text.length === 0 || text.length > MAX_ADDRESS_LENGTH) return undefined;
-  if (!text.includes(':')) {
-    return ipaddr.IPv4.isValidFourPartDecimal(text) ? ipaddr.IPv4.parse(text) : undefined;
-  }
+  if (!text.includes(':')) return parseDottedQuad(text);
   // A zone ID names an interface of the sending host: meaningless to us, and a way to vary one address.
   if (text.includes('%')) return undefined;
   // ipaddr reads an embedded IPv4 part with parseInt, so '::ffff:0x7f.1.1.1' would pass.

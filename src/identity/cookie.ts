@@ -109,6 +109,17 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     return { id, reissue: verified.rotated || age > refreshAfterMs };
   };
 
+  const attributesOf = (secure: boolean) =>
+    serialize(cookieName, '', {
+      httpOnly: true,
+      path: '/',
+      sameSite,
+      secure,
+      maxAge: maxAgeSeconds,
+      ...(options.domain === undefined ? {} : { domain: options.domain }),
+    }).slice(cookieName.length + 1);
+  const attributes = { secure: attributesOf(true), plain: attributesOf(false) };
+
   const write = (value: string, maxAge: number, ctx: ResolverContext) =>
     serialize(cookieName, value, {
       httpOnly: true,
@@ -130,7 +141,10 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     },
     serialize(id, ctx) {
       const issued = Math.floor(ctx.now() / 1000).toString(36);
-      return write(ctx.keys.sign('visitor-cookie', `${id}.${issued}`), maxAgeSeconds, ctx);
+      // The signed value is base64url and dots only, so it needs no encoding: the attributes,
+      // written once by the cookie package, follow it as they are.
+      const secure = secureOption === 'auto' ? ctx.secure : secureOption;
+      return `${cookieName}=${ctx.keys.sign('visitor-cookie', `${id}.${issued}`)}${secure ? attributes.secure : attributes.plain}`;
     },
     clear(ctx) {
       return write('', 0, ctx);

@@ -52,10 +52,18 @@ export function guardStorage(
     () => {},
   );
 
-  const call = async <T>(what: string, run: (storage: TextStorage) => Promise<T>): Promise<T> => {
-    const storage = opened ?? (await open);
+  // Plain promise chains, not async functions: at 50 calls in flight every extra promise shows.
+  const call = <T>(what: string, run: (storage: TextStorage) => Promise<T>): Promise<T> => {
+    const storage = opened;
+    if (!storage) return open.then(() => call(what, run));
     // A store in this process answers or throws; only one over a network can hang.
-    if (storage[inProcess]) return run(storage);
+    if (storage[inProcess]) {
+      try {
+        return run(storage);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     return new Promise<T>((resolve, reject) => {
       const entry = {
         deadline: Date.now() + timeoutMs,
@@ -63,22 +71,21 @@ export function guardStorage(
       };
       pending.add(entry);
       ticker ??= setInterval(tick, Math.max(5, timeoutMs / 4)).unref();
-      const settle = () => pending.delete(entry);
       let running: Promise<T>;
       try {
         running = run(storage);
       } catch (error) {
-        settle();
+        pending.delete(entry);
         reject(error);
         return;
       }
       running.then(
         (value) => {
-          settle();
+          pending.delete(entry);
           resolve(value);
         },
         (error: unknown) => {
-          settle();
+          pending.delete(entry);
           reject(error);
         },
       );
@@ -103,14 +110,11 @@ export function guardStorage(
     }
   };
 
-  const read = async <T>(what: string, run: (storage: TextStorage) => Promise<T>, absent: T): Promise<T> => {
-    try {
-      return await call(what, run);
-    } catch (error) {
+  const read = <T>(what: string, run: (storage: TextStorage) => Promise<T>, absent: T): Promise<T> =>
+    call(what, run).then(undefined, (error: unknown) => {
       onError(failure(what, error));
       return absent;
-    }
-  };
+    });
 
   return {
     get: (visitorId, bin) => read('get', (s) => s.get(visitorId, bin), undefined),
