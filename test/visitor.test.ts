@@ -15,6 +15,7 @@ import {
   randomId,
   type StoreOption,
   type VisitorChange,
+  type VisitorState,
 } from '../src/index.js';
 import { type CookieJar, createCookieJar } from './helpers/cookie-jar.js';
 import { serve, type TestServer } from './helpers/http.js';
@@ -32,8 +33,11 @@ const SECRET = 'unified-id-secret-long-enough-000001';
 const linkId = (user: string) => `L${createKeyRing([SECRET]).mac('link', user, 16)}`;
 
 const servers: TestServer[] = [];
+const states: VisitorState[] = [];
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
+  // Close the stores before their servers go away (the cluster stops after the last test).
+  await Promise.all(states.splice(0).map((v) => v.close()));
 });
 
 interface Reply {
@@ -64,6 +68,7 @@ async function app(store: StoreOption, options: { linkPolicy?: LinkPolicy; names
     },
     ...(options.linkPolicy ? { linkPolicy: options.linkPolicy } : {}),
   });
+  states.push(visitors);
   const server = await serve(async (req, res) => {
     const visitor = await visitors.resolve(req, res);
     const url = new URL(req.url ?? '/', 'http://x');
