@@ -74,80 +74,101 @@ interface Routed {
   readonly ttlMs: number;
 }
 
-/** The bin cache of one visitor for one request. */
-export function createBinCache(owner: CacheOwner, settings: CacheSettings, storeOf: StoresOf): BinCache {
-  const { router } = settings;
-  // JSON text per bin, as the store has it: one store call per bin per request, shared by concurrent readers.
-  const memo = new Map<string, Promise<string | undefined>>();
+const parse = (json: string | undefined) => (json === undefined ? undefined : JSON.parse(json));
 
-  const route = (ref: BinRef): Routed => {
+/**
+ * The bin cache of one visitor for one request. A class, made once per request, so that its
+ * methods live on the prototype instead of being a dozen closures a request for V8 to collect.
+ */
+class RequestBinCache implements BinCache {
+  readonly #owner: CacheOwner;
+  readonly #settings: CacheSettings;
+  readonly #storeOf: StoresOf;
+  // JSON text per bin, as the store has it: one store call per bin per request, shared by concurrent readers.
+  readonly #memo = new Map<string, Promise<string | undefined>>();
+
+  constructor(owner: CacheOwner, settings: CacheSettings, storeOf: StoresOf) {
+    this.#owner = owner;
+    this.#settings = settings;
+    this.#storeOf = storeOf;
+  }
+
+  async get<T>(ref: BinRef<T>): Promise<T | undefined> {
+    return parse(await this.#load(this.#route(ref)));
+  }
+
+  async getMany<const B extends readonly BinRef[]>(
+    refs: B,
+  ): Promise<{ -readonly [K in keyof B]: DataOf<B[K]> | undefined }> {
+    const memo = this.#memo;
+    const routed = refs.map((ref) => this.#route(ref));
+    const groups = new Map<StoreHandle, Routed[]>();
+    for (const r of routed) {
+      if (memo.has(r.name)) continue;
+      const group = groups.get(r.handle);
+      if (group) {
+        if (!group.some((g) => g.name === r.name)) group.push(r);
+      } else groups.set(r.handle, [r]);
+    }
+    const id = this.#owner.id;
+    for (const [handle, group] of groups) {
+      const names = group.map((r) => r.name);
+      const many = this.#storeOf(handle).then((store) => store.getManyText(id, names));
+      for (const [i, r] of group.entries())
+        memo.set(
+          r.name,
+          many.then((found) => found[i]),
+        );
+    }
+    const texts = await Promise.all(routed.map((r) => this.#load(r)));
+    return texts.map(parse) as never;
+  }
+
+  async set<T>(ref: BinRef<T>, data: T, options: SetOptions = {}): Promise<void> {
+    const routed = this.#route(ref);
+    const json = serializeBin(routed.name, data, this.#settings.maxValueBytes);
+    const explicitTtl = options.ttl === undefined ? undefined : toMs(options.ttl, `ttl of bin '${routed.name}'`);
+    const known = this.#memo.get(routed.name);
+    if (explicitTtl === undefined && known !== undefined && (await known) === json) return;
+    const ttlMs = explicitTtl ?? routed.ttlMs;
+    const { id, maxTtl } = this.#owner;
+    const capped = maxTtl === undefined ? ttlMs : Math.min(ttlMs, maxTtl);
+    await this.#everywhere(routed, (store, to) => store.set(to, routed.name, data, to === id ? capped : ttlMs));
+    this.#memo.set(routed.name, Promise.resolve(json));
+  }
+
+  async delete(ref: BinRef): Promise<void> {
+    const routed = this.#route(ref);
+    await this.#everywhere(routed, (store, id) => store.delete(id, routed.name));
+    this.#memo.set(routed.name, Promise.resolve(undefined));
+  }
+
+  #route(ref: BinRef): Routed {
     const name = typeof ref === 'string' ? ref : ref.name;
     checkBinName(name);
-    const routed = router.route(name, typeof ref === 'string' ? undefined : ref.store);
+    const routed = this.#settings.router.route(name, typeof ref === 'string' ? undefined : ref.store);
     const ttl = typeof ref !== 'string' && ref.ttl !== undefined ? toMs(ref.ttl, `bin '${name}' ttl`) : routed.ttlMs;
-    return { name, handle: routed.handle, ttlMs: ttl ?? settings.defaultTtlMs };
-  };
+    return { name, handle: routed.handle, ttlMs: ttl ?? this.#settings.defaultTtlMs };
+  }
 
-  const parse = (json: string | undefined) => (json === undefined ? undefined : JSON.parse(json));
-
-  const load = (routed: Routed): Promise<string | undefined> => {
-    let pending = memo.get(routed.name);
+  #load(routed: Routed): Promise<string | undefined> {
+    let pending = this.#memo.get(routed.name);
     if (!pending) {
-      pending = storeOf(routed.handle).then((store) => store.getText(owner.id, routed.name));
-      memo.set(routed.name, pending);
+      const id = this.#owner.id;
+      pending = this.#storeOf(routed.handle).then((store) => store.getText(id, routed.name));
+      this.#memo.set(routed.name, pending);
     }
     return pending;
-  };
+  }
 
-  const everywhere = async (routed: Routed, write: (store: BinStore, id: string) => Promise<void>) => {
-    const store = await storeOf(routed.handle);
-    await Promise.all([write(store, owner.id), owner.own === undefined ? undefined : write(store, owner.own)]);
-  };
+  async #everywhere(routed: Routed, write: (store: BinStore, id: string) => Promise<void>): Promise<void> {
+    const store = await this.#storeOf(routed.handle);
+    const { id, own } = this.#owner;
+    await Promise.all([write(store, id), own === undefined ? undefined : write(store, own)]);
+  }
+}
 
-  return {
-    async get(ref) {
-      return parse(await load(route(ref)));
-    },
-
-    async getMany(refs) {
-      const routed = refs.map(route);
-      const groups = new Map<StoreHandle, Routed[]>();
-      for (const r of routed) {
-        if (memo.has(r.name)) continue;
-        const group = groups.get(r.handle);
-        if (group) {
-          if (!group.some((g) => g.name === r.name)) group.push(r);
-        } else groups.set(r.handle, [r]);
-      }
-      for (const [handle, group] of groups) {
-        const names = group.map((r) => r.name);
-        const many = storeOf(handle).then((store) => store.getManyText(owner.id, names));
-        for (const [i, r] of group.entries())
-          memo.set(
-            r.name,
-            many.then((found) => found[i]),
-          );
-      }
-      const texts = await Promise.all(routed.map(load));
-      return texts.map(parse) as never;
-    },
-
-    async set(ref, data, options = {}) {
-      const routed = route(ref);
-      const json = serializeBin(routed.name, data, settings.maxValueBytes);
-      const explicitTtl = options.ttl === undefined ? undefined : toMs(options.ttl, `ttl of bin '${routed.name}'`);
-      const known = memo.get(routed.name);
-      if (explicitTtl === undefined && known !== undefined && (await known) === json) return;
-      const ttlMs = explicitTtl ?? routed.ttlMs;
-      const capped = owner.maxTtl === undefined ? ttlMs : Math.min(ttlMs, owner.maxTtl);
-      await everywhere(routed, (store, id) => store.set(id, routed.name, data, id === owner.id ? capped : ttlMs));
-      memo.set(routed.name, Promise.resolve(json));
-    },
-
-    async delete(ref) {
-      const routed = route(ref);
-      await everywhere(routed, (store, id) => store.delete(id, routed.name));
-      memo.set(routed.name, Promise.resolve(undefined));
-    },
-  };
+/** The bin cache of one visitor for one request. */
+export function createBinCache(owner: CacheOwner, settings: CacheSettings, storeOf: StoresOf): BinCache {
+  return new RequestBinCache(owner, settings, storeOf);
 }
