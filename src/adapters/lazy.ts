@@ -1,5 +1,5 @@
-import type { BinCache } from '../state/cache.js';
-import type { Visitor } from '../visitor.js';
+import type { BinCache, BinRef, ManyData, SetOptions } from '../state/cache.js';
+import type { LinkOutcome, LinkPolicy, Visitor } from '../visitor.js';
 
 /**
  * The visitor of one request, resolved on first use: what the framework adapters put on the
@@ -44,32 +44,76 @@ export function lazyVisitor(
   resolveOnce: () => Promise<Visitor>,
   whenDone?: (release: () => void) => void,
 ): LazyVisitor {
-  let pending: Promise<Visitor> | undefined;
-  const resolve = (): Promise<Visitor> => {
-    if (!pending) {
-      pending = resolveOnce();
+  return new DeferredVisitor(resolveOnce, whenDone);
+}
+
+// Classes rather than object literals: every request gets one, used or not, so its methods
+// belong on a prototype instead of being closures made per request.
+class DeferredVisitor implements LazyVisitor {
+  readonly #resolveOnce: () => Promise<Visitor>;
+  readonly #whenDone: ((release: () => void) => void) | undefined;
+  #pending: Promise<Visitor> | undefined;
+  #cache: BinCache | undefined;
+
+  constructor(resolveOnce: () => Promise<Visitor>, whenDone: ((release: () => void) => void) | undefined) {
+    this.#resolveOnce = resolveOnce;
+    this.#whenDone = whenDone;
+  }
+
+  resolve(): Promise<Visitor> {
+    if (!this.#pending) {
+      this.#pending = this.#resolveOnce();
       // The framework may keep the request after the response (a keep-alive socket holds its last
       // one): let go of the visitor then, so it dies young instead of moving to V8's old generation.
-      whenDone?.(() => {
-        pending = undefined;
+      this.#whenDone?.(() => {
+        this.#pending = undefined;
       });
     }
-    return pending;
-  };
-  const cache: BinCache = {
-    get: async (bin) => (await resolve()).cache.get(bin),
-    set: async (bin, data, options) => (await resolve()).cache.set(bin, data, options),
-    delete: async (bin) => (await resolve()).cache.delete(bin),
-    getMany: async (bins) => (await resolve()).cache.getMany(bins),
-  };
-  return {
-    resolve,
-    cache,
-    link: async (userId, options) => (await resolve()).link(userId, options),
-    rotate: async () => (await resolve()).rotate(),
-    forget: async () => (await resolve()).forget(),
-    get resolved() {
-      return pending !== undefined;
-    },
-  };
+    return this.#pending;
+  }
+
+  get resolved(): boolean {
+    return this.#pending !== undefined;
+  }
+
+  get cache(): BinCache {
+    if (!this.#cache) this.#cache = new DeferredCache(this);
+    return this.#cache;
+  }
+
+  async link(userId: string | number, options?: { policy?: LinkPolicy }): Promise<LinkOutcome> {
+    return (await this.resolve()).link(userId, options);
+  }
+
+  async rotate(): Promise<void> {
+    return (await this.resolve()).rotate();
+  }
+
+  async forget(): Promise<void> {
+    return (await this.resolve()).forget();
+  }
+}
+
+class DeferredCache implements BinCache {
+  readonly #visitor: DeferredVisitor;
+
+  constructor(visitor: DeferredVisitor) {
+    this.#visitor = visitor;
+  }
+
+  async get<T>(bin: BinRef<T>): Promise<T | undefined> {
+    return (await this.#visitor.resolve()).cache.get(bin);
+  }
+
+  async set<T>(bin: BinRef<T>, data: T, options?: SetOptions): Promise<void> {
+    return (await this.#visitor.resolve()).cache.set(bin, data, options);
+  }
+
+  async delete(bin: BinRef): Promise<void> {
+    return (await this.#visitor.resolve()).cache.delete(bin);
+  }
+
+  async getMany<const B extends readonly BinRef[]>(bins: B): Promise<ManyData<B>> {
+    return (await this.#visitor.resolve()).cache.getMany(bins);
+  }
 }

@@ -17,6 +17,9 @@ export type BinRef<T = unknown> = string | Bin<T>;
 
 type DataOf<B> = B extends Bin<infer T> ? T : unknown;
 
+/** What `getMany(bins)` resolves to: each bin's data type, or `undefined`. */
+export type ManyData<B extends readonly BinRef[]> = { -readonly [K in keyof B]: DataOf<B[K]> | undefined };
+
 /** Options of {@link BinCache.set}. */
 export interface SetOptions {
   /**
@@ -35,7 +38,7 @@ export interface BinCache {
   set<T>(bin: BinRef<T>, data: T, options?: SetOptions): Promise<void>;
   delete(bin: BinRef): Promise<void>;
   /** Several bins, in one round trip per store. */
-  getMany<const B extends readonly BinRef[]>(bins: B): Promise<{ -readonly [K in keyof B]: DataOf<B[K]> | undefined }>;
+  getMany<const B extends readonly BinRef[]>(bins: B): Promise<ManyData<B>>;
 }
 
 /**
@@ -97,9 +100,7 @@ class RequestBinCache implements BinCache {
     return parse(await this.#load(this.#route(ref)));
   }
 
-  async getMany<const B extends readonly BinRef[]>(
-    refs: B,
-  ): Promise<{ -readonly [K in keyof B]: DataOf<B[K]> | undefined }> {
+  async getMany<const B extends readonly BinRef[]>(refs: B): Promise<ManyData<B>> {
     const memo = this.#memo;
     const routed = refs.map((ref) => this.#route(ref));
     const groups = new Map<StoreHandle, Routed[]>();
