@@ -1,5 +1,4 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { type Http2Bindings, type HttpBindings, serve as serveHono } from '@hono/node-server';
 import express from 'express';
 import express4 from 'express4';
@@ -13,21 +12,8 @@ import { visitorState as honoVisitorState } from '../../src/adapters/hono.js';
 import { lazyNodeVisitor, visitorState as nodeVisitorState } from '../../src/adapters/node-http.js';
 import { CookieError, createVisitorState, type Visitor, type VisitorStateError } from '../../src/index.js';
 import { createCookieJar } from '../helpers/cookie-jar.js';
-import { send, serve } from '../helpers/http.js';
+import { listening, send, serve } from '../helpers/http.js';
 import { type AdapterApp, adapterSuite, route, SECRET } from './adapter-suite.js';
-
-async function listening(server: Server): Promise<AdapterApp> {
-  if (!server.listening) await new Promise<void>((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 type NodeServerEnv = HttpBindings | Http2Bindings;
 

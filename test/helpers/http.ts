@@ -1,4 +1,10 @@
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface TestServer {
@@ -16,7 +22,12 @@ export async function serve(handler: (req: IncomingMessage, res: ServerResponse)
         res.end(String(error instanceof Error ? `${error.name}: ${error.message}` : error));
       });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return listening(server.listen(0, '127.0.0.1'));
+}
+
+/** A server that was told to listen, once it does: its URL and a close that drops open connections. */
+export async function listening(server: Server): Promise<TestServer> {
+  if (!server.listening) await new Promise<void>((resolve) => server.once('listening', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
