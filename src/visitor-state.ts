@@ -250,9 +250,9 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     const found = await linkStore(router)?.get(linkKey({ keys }, userId), '@link');
     return typeof found === 'string' ? found : undefined;
   };
-  // The visitor rides on the request object under a symbol of this instance. A WeakMap entry
-  // keyed by a short-lived request would keep the whole visitor alive through V8's young-generation
-  // collections (about 15 µs a request); the WeakMap stays for requests that cannot take a property.
+  // The visitor rides on the request object under a symbol of this instance, which is cheaper
+  // than a WeakMap entry; the WeakMap stays for requests that cannot take a property. Either way
+  // the entry is let go when the response is over (whenDone), so the visitor dies young.
   const mark = Symbol('visitor-state');
   type Holder = { [mark]?: Promise<Visitor> | undefined };
   const resolved = new WeakMap<object, Promise<Visitor>>();
