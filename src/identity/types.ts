@@ -1,5 +1,4 @@
 import type { KeyRing } from '../crypto.js';
-import type { RequestView } from '../http.js';
 
 /** How sure a resolver is that the ID belongs to this one client. */
 export type Confidence = 'high' | 'medium' | 'low';
@@ -63,7 +62,3 @@ export interface Resolver {
   resolve(ctx: ResolverContext): Identity | undefined | Promise<Identity | undefined>;
 }
 
-/** Builds a {@link ResolverContext}; kept apart so adapters and tests share one implementation. */
-export interface ContextSource {
-  readonly request: RequestView;
-}
