@@ -61,4 +61,3 @@ export interface Resolver {
   readonly name: string;
   resolve(ctx: ResolverContext): Identity | undefined | Promise<Identity | undefined>;
 }
-
