@@ -9,7 +9,7 @@ import {
   type RequestView,
   type ResponseView,
 } from './http.js';
-import { createChain, type Placement } from './identity/chain.js';
+import { createChain, type Placement, type Resolution } from './identity/chain.js';
 import { createProxyTrust, type TrustProxy } from './identity/client-ip.js';
 import { RequestContext } from './identity/context.js';
 import { cookieResolver } from './identity/cookie.js';
@@ -264,9 +264,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
 
   const shared = { proxy, keys, now, linkedVisitor };
 
-  const resolveVisitor = async (request: RequestView, response: ResponseView | undefined): Promise<Visitor> => {
-    const ctx = new RequestContext(request, response, shared);
-    const resolution = await chain.resolve(ctx);
+  const respond = (resolution: Resolution, ctx: RequestContext, response: ResponseView | undefined): Visitor => {
     const cookie = chain.cookie;
     if (response) {
       if (resolution.issue !== undefined && cookie) {
@@ -287,6 +285,20 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
       }
     }
     return createVisitor(resolution, env, ctx, response, ctx);
+  };
+
+  // One promise per resolution: the chain answers synchronously for a returning visitor, and
+  // every promise or await saved here is saved on every request.
+  const resolveVisitor = (request: RequestView, response: ResponseView | undefined): Promise<Visitor> => {
+    try {
+      const ctx = new RequestContext(request, response, shared);
+      const resolution = chain.resolve(ctx);
+      return resolution instanceof Promise
+        ? resolution.then((settled) => respond(settled, ctx, response))
+        : Promise.resolve(respond(resolution, ctx, response));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   };
 
   const sweep = async (): Promise<number> => {
@@ -311,10 +323,11 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
 
   const state: VisitorState = {
     resolve(req, res) {
-      const known = (req as Holder)[mark];
-      if (known) return known;
-      return state.resolveView(nodeRequestView(req), res ? nodeResponseView(res) : undefined, req, (release) =>
-        res?.once?.('close', release),
+      // The memo rides on the response when there is one: node:http lets go of a response once
+      // it is over, while a keep-alive socket holds on to its last request until the next one.
+      const key = res ?? req;
+      return (
+        (key as Holder)[mark] ?? state.resolveView(nodeRequestView(req), res ? nodeResponseView(res) : undefined, key)
       );
     },
     resolveView(request, response, key = request.raw as object, whenDone) {

@@ -27,12 +27,16 @@ export interface Placement {
 }
 
 export interface Chain {
-  resolve(ctx: ResolverContext): Promise<Resolution>;
+  /** Synchronous while every resolver it asks answers synchronously, as the cookie resolver does. */
+  resolve(ctx: ResolverContext): Resolution | Promise<Resolution>;
   use(resolver: Resolver, placement?: Placement): void;
   readonly cookie: CookieResolver | undefined;
 }
 
 const ID = /^[A-Za-z0-9_-]{8,128}$/;
+const UNREAD = Symbol('unread');
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
 const CONFIDENCE = new Set<unknown>(['high', 'medium', 'low']);
 
 /**
@@ -70,6 +74,70 @@ export function createChain(initial: readonly Resolver[], onError: ErrorHook, ra
     return undefined;
   };
 
+  /** The cookie's reading, made at most once per resolution. */
+  type Reading = CookieReading | undefined | typeof UNREAD;
+  const readOnce = (ctx: ResolverContext, reading: Reading) => (reading === UNREAD ? cookie?.read(ctx) : reading);
+
+  const fromCookie = (hit: CookieReading, source: string): Resolution => ({
+    id: hit.id,
+    source,
+    confidence: 'high',
+    issue: hit.reissue ? hit.id : undefined,
+    own: undefined,
+    maxTtl: undefined,
+  });
+
+  const fromIdentity = (identity: Identity, source: string, current: CookieReading | undefined): Resolution => {
+    const base = { id: identity.id, source, confidence: identity.confidence, maxTtl: identity.maxTtl };
+    if (identity.persist ?? identity.confidence !== 'low') {
+      const unchanged = current?.id === identity.id && !current.reissue;
+      return { ...base, issue: unchanged ? undefined : identity.id, own: undefined };
+    }
+    // A shared ID is never written into the cookie: the client gets (or keeps) one of its own.
+    const own = current?.id ?? randomId();
+    return { ...base, issue: current && !current.reissue ? undefined : own, own };
+  };
+
+  // Walks the chain from `start` without a promise for as long as the resolvers answer
+  // synchronously: a returning visitor's cookie is read, verified and decided in one go.
+  const resolveFrom = (start: number, ctx: ResolverContext, reading: Reading): Resolution | Promise<Resolution> => {
+    for (let i = start; i < resolvers.length; i++) {
+      const resolver = resolvers[i] as Resolver;
+      if (resolver === cookie) {
+        reading = readOnce(ctx, reading);
+        if (reading) return fromCookie(reading, resolver.name);
+        continue;
+      }
+      let answer: ReturnType<Resolver['resolve']>;
+      try {
+        answer = resolver.resolve(ctx);
+      } catch (error) {
+        skip(resolver, error);
+        continue;
+      }
+      if (isThenable(answer)) return settle(answer, i, ctx, reading);
+      const identity = check(resolver, answer);
+      if (identity) return fromIdentity(identity, resolver.name, readOnce(ctx, reading));
+    }
+    const id = randomId();
+    return { id, source: 'new', confidence: 'medium', issue: id, own: undefined, maxTtl: undefined };
+  };
+
+  const settle = async (answer: PromiseLike<unknown>, at: number, ctx: ResolverContext, reading: Reading) => {
+    const resolver = resolvers[at] as Resolver;
+    let identity: Identity | undefined;
+    try {
+      identity = check(resolver, await answer);
+    } catch (error) {
+      skip(resolver, error);
+    }
+    if (identity) return fromIdentity(identity, resolver.name, readOnce(ctx, reading));
+    return resolveFrom(at + 1, ctx, reading);
+  };
+
+  const skip = (resolver: Resolver, error: unknown) =>
+    onError(new ResolverError(resolver.name, `resolver '${resolver.name}' threw; skipped it`, { cause: error }));
+
   return {
     get cookie() {
       return cookie;
@@ -91,53 +159,6 @@ export function createChain(initial: readonly Resolver[], onError: ErrorHook, ra
       cookie = resolvers.find(isCookieResolver);
     },
 
-    async resolve(ctx) {
-      let reading: CookieReading | undefined | null = null;
-      const readCookie = () => {
-        if (reading === null) reading = cookie?.read(ctx);
-        return reading;
-      };
-
-      for (const resolver of resolvers) {
-        if (resolver === cookie) {
-          const hit = readCookie();
-          if (hit)
-            return {
-              id: hit.id,
-              source: resolver.name,
-              confidence: 'high',
-              issue: hit.reissue ? hit.id : undefined,
-              own: undefined,
-              maxTtl: undefined,
-            };
-          continue;
-        }
-        let identity: Identity | undefined;
-        try {
-          identity = check(resolver, await resolver.resolve(ctx));
-        } catch (error) {
-          onError(new ResolverError(resolver.name, `resolver '${resolver.name}' threw; skipped it`, { cause: error }));
-          continue;
-        }
-        if (!identity) continue;
-        const current = readCookie();
-        const base = {
-          id: identity.id,
-          source: resolver.name,
-          confidence: identity.confidence,
-          maxTtl: identity.maxTtl,
-        };
-        if (identity.persist ?? identity.confidence !== 'low') {
-          const unchanged = current?.id === identity.id && !current.reissue;
-          return { ...base, issue: unchanged ? undefined : identity.id, own: undefined };
-        }
-        // A shared ID is never written into the cookie: the client gets (or keeps) one of its own.
-        const own = current?.id ?? randomId();
-        return { ...base, issue: current && !current.reissue ? undefined : own, own };
-      }
-
-      const id = randomId();
-      return { id, source: 'new', confidence: 'medium', issue: id, own: undefined, maxTtl: undefined };
-    },
+    resolve: (ctx) => resolveFrom(0, ctx, UNREAD),
   };
 }
