@@ -1,5 +1,4 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
 
 /**
  * What each derived key is for. One secret never keys two jobs: a signature made for
@@ -25,7 +24,6 @@ const SIGNATURE_LENGTH = 43; // base64url of 32 bytes, unpadded
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const SEAL_VERSION = 1;
-const VERIFIED_CACHE = 10_000;
 
 /**
  * Builds a {@link KeyRing} from one secret or a list (rotation: put the new secret first
@@ -40,10 +38,6 @@ const VERIFIED_CACHE = 10_000;
  */
 export function createKeyRing(secrets: readonly string[]): KeyRing {
   const derived = new Map<string, Buffer[]>();
-  // A returning visitor sends the same signed cookie on every request: remember the ones that
-  // verified, so the HMAC runs once per cookie, not once per request. Only successes are kept,
-  // so forged values cannot fill it.
-  const verified = new LRUCache<string, { value: string; rotated: boolean }>({ max: VERIFIED_CACHE });
 
   // HKDF gives each purpose its own key, so one secret serves every job safely.
   const keysFor = (purpose: string): Buffer[] => {
@@ -70,8 +64,6 @@ export function createKeyRing(secrets: readonly string[]): KeyRing {
     },
 
     verify(purpose, signed) {
-      const known = verified.get(`${purpose}\n${signed}`);
-      if (known) return known;
       const dot = signed.length - SIGNATURE_LENGTH - 1;
       if (dot < 1 || signed.charCodeAt(dot) !== 46 /* . */) return undefined;
       const value = signed.slice(0, dot);
@@ -80,11 +72,7 @@ export function createKeyRing(secrets: readonly string[]): KeyRing {
       for (let i = 0; i < keys.length; i++) {
         const expected = Buffer.from(macWith(keys[i] as Buffer, value), 'latin1');
         // Both are 43 ASCII bytes; comparing the encodings rejects non-canonical base64 too.
-        if (expected.length === given.length && timingSafeEqual(expected, given)) {
-          const result = Object.freeze({ value, rotated: i > 0 });
-          verified.set(`${purpose}\n${signed}`, result);
-          return result;
-        }
+        if (expected.length === given.length && timingSafeEqual(expected, given)) return { value, rotated: i > 0 };
       }
       return undefined;
     },

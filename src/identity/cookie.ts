@@ -1,6 +1,8 @@
 import { serialize } from 'cookie';
+import type { KeyRing } from '../crypto.js';
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError } from '../errors.js';
+import { type RecentMap, recentMap } from '../recent-map.js';
 import type { Identity, Resolver, ResolverContext } from './types.js';
 
 /** Options of {@link cookieResolver}. */
@@ -46,6 +48,14 @@ export interface CookieReading {
   reissue: boolean;
 }
 
+/** A visitor cookie whose signature checked out: what it says, before its age is checked. */
+interface SignedCookie {
+  readonly id: string;
+  readonly issuedMs: number;
+  /** Signed by an older secret. */
+  readonly rotated: boolean;
+}
+
 /** The cookie resolver: it reads the visitor cookie and writes it for the chain. */
 export interface CookieResolver extends Resolver {
   readonly kind: 'visitor-cookie';
@@ -61,6 +71,7 @@ export interface CookieResolver extends Resolver {
 const MAX_AGE_CAP_MS = 400 * 86_400_000;
 const CLOCK_SKEW_MS = 5 * 60_000;
 const MAX_COOKIE_LENGTH = 256;
+const VERIFIED_COOKIES = 10_000;
 const ID = /^[A-Za-z0-9_-]{8,128}$/;
 const ISSUED = /^[0-9a-z]{1,10}$/;
 
@@ -95,18 +106,40 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
   const cookieName = hostPrefix ? `__Host-${name}` : name;
   const maxAgeSeconds = Math.floor(maxAgeMs / 1000);
 
+  // A returning visitor sends the same signed cookie on every request: the cookies that
+  // verified are remembered, so the HMAC runs once per cookie, not once per request. Only
+  // successes are kept, so forged values cannot fill it; and they are kept per key ring, so
+  // two VisitorStates with different secrets that share this resolver never accept each
+  // other's cookies.
+  const verifiedBy = new WeakMap<KeyRing, RecentMap<string, SignedCookie>>();
+
+  const verify = (keys: KeyRing, raw: string): SignedCookie | undefined => {
+    let verified = verifiedBy.get(keys);
+    if (!verified) {
+      verified = recentMap(VERIFIED_COOKIES);
+      verifiedBy.set(keys, verified);
+    }
+    const known = verified.get(raw);
+    if (known) return known;
+    const signed = keys.verify('visitor-cookie', raw);
+    if (!signed) return undefined;
+    const dot = signed.value.lastIndexOf('.');
+    const id = signed.value.slice(0, dot);
+    const issued = signed.value.slice(dot + 1);
+    if (dot < 0 || !ID.test(id) || !ISSUED.test(issued)) return undefined;
+    const cookie = { id, issuedMs: Number.parseInt(issued, 36) * 1000, rotated: signed.rotated };
+    verified.set(raw, cookie);
+    return cookie;
+  };
+
   const read = (ctx: ResolverContext): CookieReading | undefined => {
     const raw = ctx.cookies[cookieName];
     if (raw === undefined || raw.length > MAX_COOKIE_LENGTH) return undefined;
-    const verified = ctx.keys.verify('visitor-cookie', raw);
-    if (!verified) return undefined;
-    const dot = verified.value.lastIndexOf('.');
-    const id = verified.value.slice(0, dot);
-    const issued = verified.value.slice(dot + 1);
-    if (dot < 0 || !ID.test(id) || !ISSUED.test(issued)) return undefined;
-    const age = ctx.now() - Number.parseInt(issued, 36) * 1000;
+    const cookie = verify(ctx.keys, raw);
+    if (!cookie) return undefined;
+    const age = ctx.now() - cookie.issuedMs;
     if (age > maxAgeMs || age < -CLOCK_SKEW_MS) return undefined;
-    return { id, reissue: verified.rotated || age > refreshAfterMs };
+    return { id: cookie.id, reissue: cookie.rotated || age > refreshAfterMs };
   };
 
   const attributesOf = (secure: boolean) =>
