@@ -166,7 +166,7 @@ export function createVisitor(
       response.setCookie(cookie.cookieName, id === undefined ? cookie.clear(ctx) : cookie.serialize(id, ctx));
     };
 
-    const stores = () => Promise.all(env.router.handles().map(storeOf));
+    const stores = () => Promise.all(env.router.handles().map((handle) => storeOf.of(handle)));
 
     /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. */
     const copyAll = async (from: string, to: string, ownWins: boolean) => {

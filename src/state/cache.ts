@@ -1,7 +1,8 @@
 import { type Duration, toMs } from '../duration.js';
 import type { StoreOption } from './registry.js';
 import type { BinStore, Router, StoreHandle, StoresOf } from './router.js';
-import { checkBinName, serializeBin } from './value.js';
+import type { HeldBin } from './storage.js';
+import { checkBinName, copyData, serializeBin } from './value.js';
 
 /** A bin with its data type carried through `get` and `set`; made by {@link bin}. */
 export interface Bin<T> {
@@ -77,7 +78,15 @@ interface Routed {
   readonly ttlMs: number;
 }
 
-const parse = (json: string | undefined) => (json === undefined ? undefined : JSON.parse(json));
+/** A bin as this request knows it: its JSON text, a store's held bin, or the text on its way. */
+type Known = string | HeldBin | undefined | Promise<string | undefined>;
+type Settled = Exclude<Known, Promise<unknown>>;
+
+/** A fresh copy of the bin's data, for the caller to keep or change. */
+const dataOf = (known: Settled): unknown =>
+  known === undefined ? undefined : typeof known === 'string' ? JSON.parse(known) : copyData(known.data);
+
+const textOf = (known: Settled): string | undefined => (typeof known === 'object' ? known.json : known);
 
 /**
  * The bin cache of one visitor for one request. A class, made once per request, so that its
@@ -86,18 +95,24 @@ const parse = (json: string | undefined) => (json === undefined ? undefined : JS
 class RequestBinCache implements BinCache {
   readonly #owner: CacheOwner;
   readonly #settings: CacheSettings;
-  readonly #storeOf: StoresOf;
+  readonly #stores: StoresOf;
   // JSON text per bin, as the store has it: one store call per bin per request, shared by concurrent readers.
-  readonly #memo = new Map<string, Promise<string | undefined>>();
+  readonly #memo = new Map<string, Known>();
 
-  constructor(owner: CacheOwner, settings: CacheSettings, storeOf: StoresOf) {
+  constructor(owner: CacheOwner, settings: CacheSettings, stores: StoresOf) {
     this.#owner = owner;
     this.#settings = settings;
-    this.#storeOf = storeOf;
+    this.#stores = stores;
   }
 
-  async get<T>(ref: BinRef<T>): Promise<T | undefined> {
-    return parse(await this.#load(this.#route(ref)));
+  // Not async: a bin read from a store in this process costs one promise, the one returned.
+  get<T>(ref: BinRef<T>): Promise<T | undefined> {
+    try {
+      const known = this.#load(this.#route(ref));
+      return (known instanceof Promise ? known.then(dataOf) : Promise.resolve(dataOf(known))) as Promise<T | undefined>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   async getMany<const B extends readonly BinRef[]>(refs: B): Promise<ManyData<B>> {
@@ -114,34 +129,34 @@ class RequestBinCache implements BinCache {
     const id = this.#owner.id;
     for (const [handle, group] of groups) {
       const names = group.map((r) => r.name);
-      const many = this.#storeOf(handle).then((store) => store.getManyText(id, names));
+      const many = this.#stores.of(handle).then((store) => store.getManyText(id, names));
       for (const [i, r] of group.entries())
         memo.set(
           r.name,
           many.then((found) => found[i]),
         );
     }
-    const texts = await Promise.all(routed.map((r) => this.#load(r)));
-    return texts.map(parse) as never;
+    const known = await Promise.all(routed.map((r) => this.#load(r)));
+    return known.map(dataOf) as never;
   }
 
   async set<T>(ref: BinRef<T>, data: T, options: SetOptions = {}): Promise<void> {
     const routed = this.#route(ref);
     const json = serializeBin(routed.name, data, this.#settings.maxValueBytes);
     const explicitTtl = options.ttl === undefined ? undefined : toMs(options.ttl, `ttl of bin '${routed.name}'`);
-    const known = this.#memo.get(routed.name);
-    if (explicitTtl === undefined && known !== undefined && (await known) === json) return;
+    if (explicitTtl === undefined && this.#memo.has(routed.name) && textOf(await this.#memo.get(routed.name)) === json)
+      return;
     const ttlMs = explicitTtl ?? routed.ttlMs;
     const { id, maxTtl } = this.#owner;
     const capped = maxTtl === undefined ? ttlMs : Math.min(ttlMs, maxTtl);
     await this.#everywhere(routed, (store, to) => store.set(to, routed.name, data, to === id ? capped : ttlMs));
-    this.#memo.set(routed.name, Promise.resolve(json));
+    this.#memo.set(routed.name, json);
   }
 
   async delete(ref: BinRef): Promise<void> {
     const routed = this.#route(ref);
     await this.#everywhere(routed, (store, id) => store.delete(id, routed.name));
-    this.#memo.set(routed.name, Promise.resolve(undefined));
+    this.#memo.set(routed.name, undefined);
   }
 
   #route(ref: BinRef): Routed {
@@ -152,24 +167,26 @@ class RequestBinCache implements BinCache {
     return { name, handle: routed.handle, ttlMs: ttl ?? this.#settings.defaultTtlMs };
   }
 
-  #load(routed: Routed): Promise<string | undefined> {
-    let pending = this.#memo.get(routed.name);
-    if (!pending) {
-      const id = this.#owner.id;
-      pending = this.#storeOf(routed.handle).then((store) => store.getText(id, routed.name));
-      this.#memo.set(routed.name, pending);
-    }
-    return pending;
+  #load(routed: Routed): Known {
+    const memo = this.#memo;
+    if (memo.has(routed.name)) return memo.get(routed.name);
+    const id = this.#owner.id;
+    const plain = routed.handle.plain;
+    const known = plain
+      ? plain.getNow(id, routed.name)
+      : this.#stores.of(routed.handle).then((store) => store.getText(id, routed.name));
+    memo.set(routed.name, known);
+    return known;
   }
 
   async #everywhere(routed: Routed, write: (store: BinStore, id: string) => Promise<void>): Promise<void> {
-    const store = await this.#storeOf(routed.handle);
+    const store = await this.#stores.of(routed.handle);
     const { id, own } = this.#owner;
     await Promise.all([write(store, id), own === undefined ? undefined : write(store, own)]);
   }
 }
 
 /** The bin cache of one visitor for one request. */
-export function createBinCache(owner: CacheOwner, settings: CacheSettings, storeOf: StoresOf): BinCache {
-  return new RequestBinCache(owner, settings, storeOf);
+export function createBinCache(owner: CacheOwner, settings: CacheSettings, stores: StoresOf): BinCache {
+  return new RequestBinCache(owner, settings, stores);
 }

@@ -1,5 +1,5 @@
 import { type ErrorHook, StorageError, VisitorStateError } from '../errors.js';
-import { inProcess, jsonText, type TextStorage } from './storage.js';
+import { type HeldBin, inProcess, jsonText, type TextStorage } from './storage.js';
 
 /**
  * A storage whose every call ends within the timeout and fails in one way, whatever the
@@ -12,6 +12,11 @@ export interface GuardedStorage {
   getMany(visitorId: string, bins: readonly string[]): Promise<unknown[]>;
   /** The bin as JSON text, as the store keeps it where it can: one parse less for the bin cache. */
   getText(visitorId: string, bin: string): Promise<string | undefined>;
+  /**
+   * The bin at once, as the store holds it, where the store can answer at once (an open store
+   * in this process); else `getText`'s promise.
+   */
+  getNow(visitorId: string, bin: string): HeldBin | undefined | Promise<string | undefined>;
   getManyText(visitorId: string, bins: readonly string[]): Promise<(string | undefined)[]>;
   set(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<void>;
   /** Set-if-absent; atomic where the storage has `add`, a get-then-set otherwise. */
@@ -116,6 +121,13 @@ export function guardStorage(
       return absent;
     });
 
+  const getText = (visitorId: string, bin: string) =>
+    read(
+      'get',
+      async (s) => (s[jsonText] ? s[jsonText].get(visitorId, bin) : asText(await s.get(visitorId, bin))),
+      undefined,
+    );
+
   return {
     get: (visitorId, bin) => read('get', (s) => s.get(visitorId, bin), undefined),
     getMany: (visitorId, bins) =>
@@ -124,12 +136,17 @@ export function guardStorage(
         (s) => (s.getMany ? s.getMany(visitorId, bins) : Promise.all(bins.map((bin) => s.get(visitorId, bin)))),
         bins.map(() => undefined),
       ),
-    getText: (visitorId, bin) =>
-      read(
-        'get',
-        async (s) => (s[jsonText] ? s[jsonText].get(visitorId, bin) : asText(await s.get(visitorId, bin))),
-        undefined,
-      ),
+    getText,
+    getNow(visitorId, bin) {
+      const local = opened?.[inProcess];
+      if (!local) return getText(visitorId, bin);
+      try {
+        return local.read(visitorId, bin);
+      } catch (error) {
+        onError(failure('get', error));
+        return undefined;
+      }
+    },
     getManyText: (visitorId, bins) =>
       read(
         'get several bins',

@@ -20,7 +20,7 @@ export interface BinRule {
 }
 
 /** The calls the bin cache makes on one store within one request. */
-export type BinStore = GuardedStorage;
+export type BinStore = Omit<GuardedStorage, 'getNow'>;
 
 /** One opened store: shared by every request, or bound to each. */
 export interface StoreHandle {
@@ -29,10 +29,18 @@ export interface StoreHandle {
   /** The guarded shared storage; `undefined` for a request-scoped one. */
   shared(): GuardedStorage | undefined;
   readonly migrateFrom: StoreHandle | undefined;
+  /**
+   * Once the store is open, the guarded storage when every request uses it as it is (shared,
+   * nothing to migrate from): the bin cache then reaches it without a promise.
+   */
+  readonly plain: GuardedStorage | undefined;
 }
 
-/** A store handle's binding for one request. */
-export type StoresOf = (handle: StoreHandle) => Promise<BinStore>;
+/** The stores as one request sees them. */
+export interface StoresOf {
+  /** The handle's store for this request, bound once per request. */
+  of(handle: StoreHandle): Promise<BinStore>;
+}
 
 export interface RoutedBin {
   readonly handle: StoreHandle;
@@ -73,7 +81,7 @@ export function createRouter(options: RouterOptions): Router {
     const opened = Promise.resolve().then(() => openStorage(store, options.storageOptions));
     opened.catch(() => {}); // reported on use and by ready(); never an unhandled rejection
     let guarded: GuardedStorage | undefined;
-    const handle: StoreHandle = {
+    const handle: StoreHandle & { plain: GuardedStorage | undefined } = {
       label,
       opened,
       shared() {
@@ -87,48 +95,64 @@ export function createRouter(options: RouterOptions): Router {
         return guarded;
       },
       migrateFrom: migrateFrom === undefined ? undefined : open(migrateFrom),
+      plain: undefined,
     };
+    opened.then(
+      (storage) => {
+        if (!isRequestScoped(storage) && !handle.migrateFrom) handle.plain = handle.shared();
+      },
+      () => {},
+    );
     byKey.set(store, handle);
     return handle;
   };
 
   const main = open(options.store, options.migrateFrom);
+  const mainRoute: RoutedBin = { handle: main, ttlMs: undefined };
   const rules = Object.entries(options.bins).map(([pattern, rule]) => ({
     match: new RegExp(`^${pattern.split('*').map(escapeRegExp).join('.*')}$`),
     handle: rule.store === undefined ? main : open(rule.store),
     ttlMs: rule.ttl === undefined ? undefined : toMs(rule.ttl, `bins['${pattern}'].ttl`),
   }));
 
-  // A request-scoped store holds the request's state in its binding: one binding per request and store.
-  const forRequest = (request: StorageRequest | undefined): StoresOf => {
-    const bound = new Map<StoreHandle, Promise<BinStore>>();
-    const storeOf = (handle: StoreHandle): Promise<BinStore> => {
-      let store = bound.get(handle);
+  const bind = async (handle: StoreHandle, request: StorageRequest | undefined, stores: StoresOf) => {
+    const storage = await handle.opened.catch(() => undefined);
+    if (storage && isRequestScoped(storage)) {
+      if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
+      return direct(storage.bind(request));
+    }
+    const shared = handle.shared() as GuardedStorage;
+    return handle.migrateFrom ? migrating(shared, await stores.of(handle.migrateFrom), options.defaultTtlMs) : shared;
+  };
+
+  // A request-scoped store holds the request's state in its binding: one binding per request
+  // and store. The map of bindings is made on first use: a plain store needs none.
+  class RequestStores implements StoresOf {
+    readonly #request: StorageRequest | undefined;
+    #bound: Map<StoreHandle, Promise<BinStore>> | undefined;
+
+    constructor(request: StorageRequest | undefined) {
+      this.#request = request;
+    }
+
+    of(handle: StoreHandle): Promise<BinStore> {
+      this.#bound ??= new Map();
+      let store = this.#bound.get(handle);
       if (!store) {
-        store = bindNow(handle);
-        bound.set(handle, store);
+        store = bind(handle, this.#request, this);
+        this.#bound.set(handle, store);
       }
       return store;
-    };
-    const bindNow = async (handle: StoreHandle): Promise<BinStore> => {
-      const storage = await handle.opened.catch(() => undefined);
-      if (storage && isRequestScoped(storage)) {
-        if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
-        return direct(storage.bind(request));
-      }
-      const shared = handle.shared() as GuardedStorage;
-      return handle.migrateFrom ? migrating(shared, await storeOf(handle.migrateFrom), options.defaultTtlMs) : shared;
-    };
-    return storeOf;
-  };
+    }
+  }
 
   return {
     main,
-    forRequest,
+    forRequest: (request) => new RequestStores(request),
     route(bin, store) {
       if (store !== undefined) return { handle: open(store), ttlMs: undefined };
       for (const rule of rules) if (rule.match.test(bin)) return rule;
-      return { handle: main, ttlMs: undefined };
+      return mainRoute;
     },
     handles: () => [...byKey.values()],
     cookieStores: () =>

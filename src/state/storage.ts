@@ -67,12 +67,23 @@ export interface JsonText {
 
 /**
  * A storage that lives in this process and cannot hang (the memory storage): the guard skips
- * its deadline bookkeeping.
+ * its deadline bookkeeping, and the bin cache reads its JSON text synchronously.
  */
 export const inProcess = Symbol('visitor-state.inProcess');
 
+/** A bin as a storage in this process holds it: its JSON text, and that text parsed. Neither is handed out as it is. */
+export interface HeldBin {
+  readonly json: string;
+  readonly data: unknown;
+}
+
+/** The synchronous read of a storage in this process. */
+export interface InProcess {
+  read(visitorId: string, bin: string): HeldBin | undefined;
+}
+
 /** A built-in storage: JSON-text reads, and whether it lives in this process. */
-export type TextStorage = Storage & { readonly [jsonText]?: JsonText; readonly [inProcess]?: true };
+export type TextStorage = Storage & { readonly [jsonText]?: JsonText; readonly [inProcess]?: InProcess };
 
 const parseJson = (json: string | undefined): unknown => (json === undefined ? undefined : JSON.parse(json));
 

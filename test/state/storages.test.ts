@@ -55,14 +55,39 @@ const clusterTools = redisServer && (await needRedisCluster());
 storageContract('memory', async () => memoryStorage());
 
 describe('memory storage bound', () => {
-  it('keeps at most maxEntries, dropping the least recently used, and lists only what is kept', async () => {
-    const storage = memoryStorage({ maxEntries: 3 });
+  it('drops the visitors least recently used first', async () => {
+    const storage = memoryStorage({ maxEntries: 4 });
+    const [a, b, c, d] = [randomId(), randomId(), randomId(), randomId()];
+    await storage.set(a, 'x', 'a', 60_000);
+    await storage.set(b, 'x', 'b', 60_000);
+    await storage.set(c, 'x', 'c', 60_000);
+    expect(await storage.get(a, 'x')).toBe('a');
+    await storage.set(d, 'x', 'd', 60_000);
+    await storage.set(d, 'y', 'd', 60_000);
+    expect(await storage.get(b, 'x')).toBeUndefined();
+    expect(await storage.bins?.(b)).toEqual([]);
+    expect((await storage.bins?.(d))?.sort()).toEqual(['x', 'y']);
+    expect(await storage.get(a, 'x')).toBe('a');
+  });
+
+  it('never holds more than maxEntries bins', async () => {
+    const storage = memoryStorage({ maxEntries: 10 });
+    for (let i = 0; i < 100; i++) await storage.set(randomId(), `bin${i % 3}`, i, 20);
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    // Everything has expired by now, so a sweep removes, and counts, all that was still held.
+    const held = (await storage.sweep?.()) ?? Number.NaN;
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThanOrEqual(10);
+  });
+
+  it('keeps at most maxEntries of one visitor, dropping its oldest bins', async () => {
+    const storage = memoryStorage({ maxEntries: 4 });
     const visitor = randomId();
-    for (const bin of ['a', 'b', 'c']) await storage.set(visitor, bin, bin, 60_000);
-    await storage.get(visitor, 'a');
-    await storage.set(visitor, 'd', 'd', 60_000);
-    expect(await storage.getMany?.(visitor, ['a', 'b', 'c', 'd'])).toEqual(['a', undefined, 'c', 'd']);
-    expect((await storage.bins?.(visitor))?.sort()).toEqual(['a', 'c', 'd']);
+    for (const bin of ['a', 'b', 'c', 'd', 'e']) await storage.set(visitor, bin, bin, 60_000);
+    const kept = (await storage.bins?.(visitor)) ?? [];
+    expect(kept.length).toBeLessThanOrEqual(4);
+    expect(kept).toContain('e');
+    expect(await storage.getMany?.(visitor, ['a', 'e'])).toEqual([undefined, 'e']);
   });
 });
 
