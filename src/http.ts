@@ -47,24 +47,41 @@ export interface NodeLikeResponse {
 }
 
 /**
- * A request view over a node:http request, for code that calls `resolveView` itself.
+ * A request view over a node:http request, for code that calls `resolveView` itself. `raw` is
+ * what custom resolvers get as `ctx.req`: the framework's own request, when it wraps node's.
  *
  * @example
  * ```ts
  * const visitor = await visitors.resolveView(nodeRequestView(req), nodeResponseView(res), req);
  * ```
  */
-export function nodeRequestView(req: NodeLikeRequest): RequestView {
-  return {
-    header(name) {
-      const value = req.headers[name];
-      if (value === undefined || typeof value === 'string') return value;
-      return value.join(name === 'cookie' ? '; ' : ', ');
-    },
-    peerAddress: req.socket?.remoteAddress,
-    encrypted: req.socket?.encrypted === true,
-    raw: req,
-  };
+export function nodeRequestView(req: NodeLikeRequest, raw: unknown = req): RequestView {
+  return new NodeRequestView(req, raw);
+}
+
+// A class: one small object per request, its method on the prototype, the socket read only if asked.
+class NodeRequestView implements RequestView {
+  readonly #req: NodeLikeRequest;
+  readonly raw: unknown;
+
+  constructor(req: NodeLikeRequest, raw: unknown) {
+    this.#req = req;
+    this.raw = raw;
+  }
+
+  header(name: string): string | undefined {
+    const value = this.#req.headers[name];
+    if (value === undefined || typeof value === 'string') return value;
+    return value.join(name === 'cookie' ? '; ' : ', ');
+  }
+
+  get peerAddress(): string | undefined {
+    return this.#req.socket?.remoteAddress;
+  }
+
+  get encrypted(): boolean {
+    return this.#req.socket?.encrypted === true;
+  }
 }
 
 const headerValues = (value: number | string | readonly string[] | undefined): string[] =>

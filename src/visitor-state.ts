@@ -14,6 +14,8 @@ import { createProxyTrust, type TrustProxy } from './identity/client-ip.js';
 import { RequestContext } from './identity/context.js';
 import { cookieResolver } from './identity/cookie.js';
 import type { Resolver } from './identity/types.js';
+import { recentMap } from './recent-map.js';
+import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter } from './state/router.js';
 import { createVisitor, type LinkPolicy, linkKey, linkStore, type Visitor, type VisitorChange } from './visitor.js';
@@ -232,7 +234,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     defaultTtlMs,
     onError,
   });
-  const settings = { router, defaultTtlMs, maxValueBytes };
+  const settings = { router, defaultTtlMs, maxValueBytes, named: recentMap<string, Routed>(1_000) };
   const env = {
     router,
     settings,
@@ -333,10 +335,11 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     resolveView(request, response, key = request.raw as object, whenDone) {
       if (typeof key !== 'object' || key === null) return resolveVisitor(request, response);
       const holder = key as Holder;
-      let visitor = holder[mark] ?? resolved.get(key);
+      const extensible = Object.isExtensible(key);
+      let visitor = holder[mark] ?? (extensible ? undefined : resolved.get(key));
       if (!visitor) {
         visitor = resolveVisitor(request, response);
-        if (Object.isExtensible(key)) holder[mark] = visitor;
+        if (extensible) holder[mark] = visitor;
         else resolved.set(key, visitor);
         whenDone?.(() => forget(key));
       }

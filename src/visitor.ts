@@ -4,7 +4,7 @@ import type { Resolution } from './identity/chain.js';
 import type { CookieResolver } from './identity/cookie.js';
 import type { Confidence, ResolverContext } from './identity/types.js';
 import { type BinCache, type CacheSettings, createBinCache } from './state/cache.js';
-import type { BinStore, Router } from './state/router.js';
+import type { BinStore, Router, StoreHandle, StoresOf } from './state/router.js';
 import type { StorageRequest } from './state/storage.js';
 
 /** What `link()` did. */
@@ -77,64 +77,72 @@ export function linkStore(router: Router): BinStore | undefined {
   return router.main.shared();
 }
 
-interface VisitorFields {
-  owner: { readonly id: string; readonly own: string | undefined; readonly maxTtl: number | undefined };
-  source: string;
-  confidence: Confidence;
-  cache: BinCache;
-  readonly ctx: ResolverContext;
-}
-
 type VisitorActions = Pick<Visitor, 'link' | 'rotate' | 'forget'>;
 
 // A class rather than an object literal: V8 gives each object literal that has a `get` a
-// hidden class of its own, about a microsecond per request. link, rotate and forget are made
-// on first use: most requests never call them.
+// hidden class of its own, about a microsecond per request. It holds what link, rotate and
+// forget need, and makes them on first use: most requests never call them.
 class LiveVisitor implements Visitor {
-  readonly #state: VisitorFields;
-  readonly #makeActions: () => VisitorActions;
+  owner: Owner;
+  source: string;
+  confidence: Confidence;
+  cache: BinCache;
+  readonly env: VisitorEnv;
+  readonly ctx: ResolverContext;
+  readonly response: ResponseView | undefined;
+  readonly stores: StoresOf;
   #actions: VisitorActions | undefined;
 
-  constructor(state: VisitorFields, makeActions: () => VisitorActions) {
-    this.#state = state;
-    this.#makeActions = makeActions;
+  constructor(
+    resolution: Resolution,
+    env: VisitorEnv,
+    ctx: ResolverContext,
+    response: ResponseView | undefined,
+    stores: StoresOf,
+  ) {
+    this.owner = resolution;
+    this.source = resolution.source;
+    this.confidence = resolution.confidence;
+    this.cache = createBinCache(resolution, env.settings, stores);
+    this.env = env;
+    this.ctx = ctx;
+    this.response = response;
+    this.stores = stores;
   }
 
   get id(): string {
-    return this.#state.owner.id;
-  }
-
-  get source(): string {
-    return this.#state.source;
-  }
-
-  get confidence(): Confidence {
-    return this.#state.confidence;
+    return this.owner.id;
   }
 
   get clientIp(): string | undefined {
-    return this.#state.ctx.clientIp;
+    return this.ctx.clientIp;
   }
 
-  get cache(): BinCache {
-    return this.#state.cache;
+  /** Makes this request's visitor the one with `id`, with a bin cache of its own. */
+  become(id: string, source: string, confidence: Confidence): void {
+    this.owner = { id, own: undefined, maxTtl: undefined };
+    this.source = source;
+    this.confidence = confidence;
+    this.cache = createBinCache(this.owner, this.env.settings, this.stores);
   }
 
   link(userId: string | number, options?: { policy?: LinkPolicy }): Promise<LinkOutcome> {
-    this.#actions ??= this.#makeActions();
+    this.#actions ??= actionsOf(this);
     return this.#actions.link(userId, options);
   }
 
   rotate(): Promise<void> {
-    this.#actions ??= this.#makeActions();
+    this.#actions ??= actionsOf(this);
     return this.#actions.rotate();
   }
 
   forget(): Promise<void> {
-    this.#actions ??= this.#makeActions();
+    this.#actions ??= actionsOf(this);
     return this.#actions.forget();
   }
 }
+
+type Owner = { readonly id: string; readonly own: string | undefined; readonly maxTtl: number | undefined };
 
 export function createVisitor(
   resolution: Resolution,
@@ -144,134 +152,124 @@ export function createVisitor(
   storageRequest: StorageRequest,
 ): Visitor {
   // One binding per store for the whole request, shared by the caches of every ID it has.
-  const storeOf = env.router.forRequest(storageRequest);
-  const state: VisitorFields = {
-    owner: resolution,
-    source: resolution.source,
-    confidence: resolution.confidence,
-    cache: createBinCache(resolution, env.settings, storeOf),
-    ctx,
+  return new LiveVisitor(resolution, env, ctx, response, env.router.forRequest(storageRequest));
+}
+
+function actionsOf(state: LiveVisitor): VisitorActions {
+  const { env, ctx, response } = state;
+  const storeOf = (handle: StoreHandle) => state.stores.of(handle);
+  const become = (id: string, nextSource: string, nextConfidence: Confidence) =>
+    state.become(id, nextSource, nextConfidence);
+  const sendCookie = (id: string | undefined) => {
+    const cookie = env.cookie();
+    if (!cookie || !response || response.headersSent) return;
+    response.setCookie(cookie.cookieName, id === undefined ? cookie.clear(ctx) : cookie.serialize(id, ctx));
   };
-  const makeActions = (): VisitorActions => {
-    const become = (id: string, nextSource: string, nextConfidence: Confidence) => {
-      state.owner = { id, own: undefined, maxTtl: undefined };
-      state.source = nextSource;
-      state.confidence = nextConfidence;
-      state.cache = createBinCache(state.owner, env.settings, storeOf);
-    };
 
-    const sendCookie = (id: string | undefined) => {
-      const cookie = env.cookie();
-      if (!cookie || !response || response.headersSent) return;
-      response.setCookie(cookie.cookieName, id === undefined ? cookie.clear(ctx) : cookie.serialize(id, ctx));
-    };
+  const stores = () => Promise.all(env.router.handles().map(storeOf));
 
-    const stores = () => Promise.all(env.router.handles().map((handle) => storeOf.of(handle)));
+  /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. */
+  const copyAll = async (from: string, to: string, ownWins: boolean) => {
+    for (const store of await stores()) {
+      const names = (await store.bins(from)).filter((name) => name !== LINKS);
+      if (names.length === 0) continue;
+      const data = await store.getMany(from, names);
+      const present = ownWins ? await store.getMany(to, names) : names.map(() => undefined);
+      await Promise.all(
+        names.map((name, i) =>
+          present[i] === undefined && data[i] !== undefined
+            ? store.set(to, name, data[i], env.settings.defaultTtlMs)
+            : undefined,
+        ),
+      );
+    }
+  };
 
-    /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. */
-    const copyAll = async (from: string, to: string, ownWins: boolean) => {
-      for (const store of await stores()) {
-        const names = (await store.bins(from)).filter((name) => name !== LINKS);
-        if (names.length === 0) continue;
-        const data = await store.getMany(from, names);
-        const present = ownWins ? await store.getMany(to, names) : names.map(() => undefined);
-        await Promise.all(
-          names.map((name, i) =>
-            present[i] === undefined && data[i] !== undefined
-              ? store.set(to, name, data[i], env.settings.defaultTtlMs)
-              : undefined,
-          ),
+  const deleteAll = async (id: string) => {
+    for (const store of await stores()) {
+      const names = await store.bins(id);
+      await Promise.all(names.map((name) => store.delete(id, name)));
+    }
+  };
+
+  /** Points the user's links that name `from` at `to` (or removes them when `to` is undefined). */
+  const moveLinks = async (from: string, to: string | undefined) => {
+    const links = linkStore(env.router);
+    if (!links) return;
+    const keys = ((await links.get(from, LINKS)) as string[] | undefined) ?? [];
+    await Promise.all(
+      keys.map(async (key) => {
+        if ((await links.get(key, LINK)) !== from) return;
+        if (to === undefined) await links.delete(key, LINK);
+        else await links.set(key, LINK, to, env.linkTtlMs);
+      }),
+    );
+    if (to !== undefined && keys.length > 0) await links.set(to, LINKS, keys, env.linkTtlMs);
+    await links.delete(from, LINKS);
+  };
+
+  const remember = async (links: BinStore, visitorId: string, key: string) => {
+    const keys = ((await links.get(visitorId, LINKS)) as string[] | undefined) ?? [];
+    if (!keys.includes(key)) await links.set(visitorId, LINKS, [...keys, key], env.linkTtlMs);
+  };
+
+  const changed = (change: VisitorChange) => env.onVisitorChange?.(change);
+
+  const actions: VisitorActions = {
+    async link(userId, options = {}) {
+      const links = linkStore(env.router);
+      if (!links) {
+        throw new ConfigError(
+          'link() needs a server-side store (memory, SQLite, Redis, PostgreSQL); cookie storage is per device',
         );
       }
-    };
-
-    const deleteAll = async (id: string) => {
-      for (const store of await stores()) {
-        const names = await store.bins(id);
-        await Promise.all(names.map((name) => store.delete(id, name)));
+      if (state.owner.own !== undefined) {
+        // A shared (fingerprint) visitor is not this user's: link the client's own ID.
+        become(state.owner.own, 'cookie', 'high');
       }
-    };
+      const me = state.owner.id;
+      const key = linkKey(ctx, userId);
+      if (await links.add(key, LINK, me, env.linkTtlMs)) {
+        await remember(links, me, key);
+        return 'linked';
+      }
+      const linked = (await links.get(key, LINK)) as string | undefined;
+      if (linked === undefined || linked === me) {
+        await links.set(key, LINK, me, env.linkTtlMs);
+        await remember(links, me, key);
+        return linked === me ? 'already' : 'linked';
+      }
+      if ((options.policy ?? env.linkPolicy) === 'keep') return 'kept';
+      await copyAll(me, linked, true);
+      await moveLinks(me, linked);
+      await deleteAll(me);
+      become(linked, 'link', 'high');
+      sendCookie(linked);
+      changed({ type: 'adopt', from: me, to: linked });
+      return 'adopted';
+    },
 
-    /** Points the user's links that name `from` at `to` (or removes them when `to` is undefined). */
-    const moveLinks = async (from: string, to: string | undefined) => {
-      const links = linkStore(env.router);
-      if (!links) return;
-      const keys = ((await links.get(from, LINKS)) as string[] | undefined) ?? [];
-      await Promise.all(
-        keys.map(async (key) => {
-          if ((await links.get(key, LINK)) !== from) return;
-          if (to === undefined) await links.delete(key, LINK);
-          else await links.set(key, LINK, to, env.linkTtlMs);
-        }),
-      );
-      if (to !== undefined && keys.length > 0) await links.set(to, LINKS, keys, env.linkTtlMs);
-      await links.delete(from, LINKS);
-    };
+    async rotate() {
+      const from = state.owner.own ?? state.owner.id;
+      const to = env.randomId();
+      await copyAll(from, to, false);
+      await moveLinks(from, to);
+      await deleteAll(from);
+      become(to, state.source, state.confidence);
+      sendCookie(to);
+      changed({ type: 'rotate', from, to });
+    },
 
-    const remember = async (links: BinStore, visitorId: string, key: string) => {
-      const keys = ((await links.get(visitorId, LINKS)) as string[] | undefined) ?? [];
-      if (!keys.includes(key)) await links.set(visitorId, LINKS, [...keys, key], env.linkTtlMs);
-    };
-
-    const changed = (change: VisitorChange) => env.onVisitorChange?.(change);
-
-    const actions: VisitorActions = {
-      async link(userId, options = {}) {
-        const links = linkStore(env.router);
-        if (!links) {
-          throw new ConfigError(
-            'link() needs a server-side store (memory, SQLite, Redis, PostgreSQL); cookie storage is per device',
-          );
-        }
-        if (state.owner.own !== undefined) {
-          // A shared (fingerprint) visitor is not this user's: link the client's own ID.
-          become(state.owner.own, 'cookie', 'high');
-        }
-        const me = state.owner.id;
-        const key = linkKey(ctx, userId);
-        if (await links.add(key, LINK, me, env.linkTtlMs)) {
-          await remember(links, me, key);
-          return 'linked';
-        }
-        const linked = (await links.get(key, LINK)) as string | undefined;
-        if (linked === undefined || linked === me) {
-          await links.set(key, LINK, me, env.linkTtlMs);
-          await remember(links, me, key);
-          return linked === me ? 'already' : 'linked';
-        }
-        if ((options.policy ?? env.linkPolicy) === 'keep') return 'kept';
-        await copyAll(me, linked, true);
-        await moveLinks(me, linked);
-        await deleteAll(me);
-        become(linked, 'link', 'high');
-        sendCookie(linked);
-        changed({ type: 'adopt', from: me, to: linked });
-        return 'adopted';
-      },
-
-      async rotate() {
-        const from = state.owner.own ?? state.owner.id;
-        const to = env.randomId();
-        await copyAll(from, to, false);
-        await moveLinks(from, to);
-        await deleteAll(from);
-        become(to, state.source, state.confidence);
-        sendCookie(to);
-        changed({ type: 'rotate', from, to });
-      },
-
-      async forget() {
-        const ids = state.owner.own === undefined ? [state.owner.id] : [state.owner.id, state.owner.own];
-        for (const id of ids) {
-          await moveLinks(id, undefined);
-          await deleteAll(id);
-        }
-        become(state.owner.id, state.source, state.confidence);
-        sendCookie(undefined);
-        changed({ type: 'forget', from: state.owner.id, to: state.owner.id });
-      },
-    };
-    return actions;
+    async forget() {
+      const ids = state.owner.own === undefined ? [state.owner.id] : [state.owner.id, state.owner.own];
+      for (const id of ids) {
+        await moveLinks(id, undefined);
+        await deleteAll(id);
+      }
+      become(state.owner.id, state.source, state.confidence);
+      sendCookie(undefined);
+      changed({ type: 'forget', from: state.owner.id, to: state.owner.id });
+    },
   };
-  return new LiveVisitor(state, makeActions);
+  return actions;
 }

@@ -17,7 +17,7 @@ declare module 'fastify' {
 
 /** The request as the core sees it; custom resolvers get Fastify's request as `ctx.req` (with its decorations, such as `request.user`). */
 function requestView(request: FastifyRequest): RequestView {
-  return { ...nodeRequestView(request.raw), raw: request };
+  return nodeRequestView(request.raw, request);
 }
 
 /**

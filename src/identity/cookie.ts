@@ -50,6 +50,8 @@ export interface CookieReading {
 
 /** A visitor cookie whose signature checked out: what it says, before its age is checked. */
 interface SignedCookie {
+  /** The cookie as the client sends it. */
+  readonly raw: string;
   readonly id: string;
   readonly issuedMs: number;
   /** Signed by an older secret. */
@@ -72,6 +74,7 @@ const MAX_AGE_CAP_MS = 400 * 86_400_000;
 const CLOCK_SKEW_MS = 5 * 60_000;
 const MAX_COOKIE_LENGTH = 256;
 const VERIFIED_COOKIES = 10_000;
+const VERIFIED_KEY_LENGTH = 16;
 const ID = /^[A-Za-z0-9_-]{8,128}$/;
 const ISSUED = /^[0-9a-z]{1,10}$/;
 
@@ -119,16 +122,19 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
       verified = recentMap(VERIFIED_COOKIES);
       verifiedBy.set(keys, verified);
     }
-    const known = verified.get(raw);
-    if (known) return known;
+    // Keyed by the signature's end: a Map hashes a 16-character key in a third of the time of the
+    // whole 70-character cookie, and the cookie itself is then compared in full.
+    const key = raw.slice(-VERIFIED_KEY_LENGTH);
+    const known = verified.get(key);
+    if (known?.raw === raw) return known;
     const signed = keys.verify('visitor-cookie', raw);
     if (!signed) return undefined;
     const dot = signed.value.lastIndexOf('.');
     const id = signed.value.slice(0, dot);
     const issued = signed.value.slice(dot + 1);
     if (dot < 0 || !ID.test(id) || !ISSUED.test(issued)) return undefined;
-    const cookie = { id, issuedMs: Number.parseInt(issued, 36) * 1000, rotated: signed.rotated };
-    verified.set(raw, cookie);
+    const cookie = { raw, id, issuedMs: Number.parseInt(issued, 36) * 1000, rotated: signed.rotated };
+    verified.set(key, cookie);
     return cookie;
   };
 

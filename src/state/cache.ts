@@ -1,4 +1,5 @@
 import { type Duration, toMs } from '../duration.js';
+import type { RecentMap } from '../recent-map.js';
 import type { StoreOption } from './registry.js';
 import type { BinStore, Router, StoreHandle, StoresOf } from './router.js';
 import type { HeldBin } from './storage.js';
@@ -70,9 +71,11 @@ export interface CacheSettings {
   readonly router: Router;
   readonly defaultTtlMs: number;
   readonly maxValueBytes: number;
+  /** Bins named by a string, each checked and routed once rather than on every call. */
+  readonly named: RecentMap<string, Routed>;
 }
 
-interface Routed {
+export interface Routed {
   readonly name: string;
   readonly handle: StoreHandle;
   readonly ttlMs: number;
@@ -160,11 +163,13 @@ class RequestBinCache implements BinCache {
   }
 
   #route(ref: BinRef): Routed {
-    const name = typeof ref === 'string' ? ref : ref.name;
-    checkBinName(name);
-    const routed = this.#settings.router.route(name, typeof ref === 'string' ? undefined : ref.store);
-    const ttl = typeof ref !== 'string' && ref.ttl !== undefined ? toMs(ref.ttl, `bin '${name}' ttl`) : routed.ttlMs;
-    return { name, handle: routed.handle, ttlMs: ttl ?? this.#settings.defaultTtlMs };
+    if (typeof ref !== 'string') return routeOf(ref.name, ref, this.#settings);
+    let routed = this.#settings.named.get(ref);
+    if (!routed) {
+      routed = routeOf(ref, undefined, this.#settings);
+      this.#settings.named.set(ref, routed);
+    }
+    return routed;
   }
 
   #load(routed: Routed): Known {
@@ -184,6 +189,14 @@ class RequestBinCache implements BinCache {
     const { id, own } = this.#owner;
     await Promise.all([write(store, id), own === undefined ? undefined : write(store, own)]);
   }
+}
+
+/** Checks a bin's name and finds its store and lifetime: a typed bin's own, a `bins` rule's, or the defaults. */
+function routeOf(name: string, typed: Bin<unknown> | undefined, settings: CacheSettings): Routed {
+  checkBinName(name);
+  const routed = settings.router.route(name, typed?.store);
+  const ttl = typed?.ttl !== undefined ? toMs(typed.ttl, `bin '${name}' ttl`) : routed.ttlMs;
+  return { name, handle: routed.handle, ttlMs: ttl ?? settings.defaultTtlMs };
 }
 
 /** The bin cache of one visitor for one request. */
