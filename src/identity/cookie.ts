@@ -116,12 +116,23 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
   // other's cookies.
   const verifiedBy = new WeakMap<KeyRing, RecentMap<string, SignedCookie>>();
 
-  const verify = (keys: KeyRing, raw: string): SignedCookie | undefined => {
+  // Nearly always one key ring: its map is kept at hand rather than looked up per request.
+  let lastKeys: KeyRing | undefined;
+  let lastVerified: RecentMap<string, SignedCookie> | undefined;
+  const verifiedFor = (keys: KeyRing): RecentMap<string, SignedCookie> => {
+    if (keys === lastKeys && lastVerified) return lastVerified;
     let verified = verifiedBy.get(keys);
     if (!verified) {
       verified = recentMap(VERIFIED_COOKIES);
       verifiedBy.set(keys, verified);
     }
+    lastKeys = keys;
+    lastVerified = verified;
+    return verified;
+  };
+
+  const verify = (keys: KeyRing, raw: string): SignedCookie | undefined => {
+    const verified = verifiedFor(keys);
     // Keyed by the signature's end: a Map hashes a 16-character key in a third of the time of the
     // whole 70-character cookie, and the cookie itself is then compared in full.
     const key = raw.slice(-VERIFIED_KEY_LENGTH);

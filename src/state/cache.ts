@@ -99,8 +99,11 @@ class RequestBinCache implements BinCache {
   readonly #owner: CacheOwner;
   readonly #settings: CacheSettings;
   readonly #stores: StoresOf;
-  // JSON text per bin, as the store has it: one store call per bin per request, shared by concurrent readers.
-  readonly #memo = new Map<string, Known>();
+  // Each bin as the store gave it: one store call per bin per request, shared by concurrent readers.
+  // Most requests read one bin, so the first is kept in two fields and a Map is made for a second.
+  #firstName: string | undefined;
+  #firstKnown: Known;
+  #more: Map<string, Known> | undefined;
 
   constructor(owner: CacheOwner, settings: CacheSettings, stores: StoresOf) {
     this.#owner = owner;
@@ -119,11 +122,10 @@ class RequestBinCache implements BinCache {
   }
 
   async getMany<const B extends readonly BinRef[]>(refs: B): Promise<ManyData<B>> {
-    const memo = this.#memo;
     const routed = refs.map((ref) => this.#route(ref));
     const groups = new Map<StoreHandle, Routed[]>();
     for (const r of routed) {
-      if (memo.has(r.name)) continue;
+      if (this.#knows(r.name)) continue;
       const group = groups.get(r.handle);
       if (group) {
         if (!group.some((g) => g.name === r.name)) group.push(r);
@@ -134,7 +136,7 @@ class RequestBinCache implements BinCache {
       const names = group.map((r) => r.name);
       const many = this.#stores.of(handle).then((store) => store.getManyText(id, names));
       for (const [i, r] of group.entries())
-        memo.set(
+        this.#remember(
           r.name,
           many.then((found) => found[i]),
         );
@@ -147,19 +149,19 @@ class RequestBinCache implements BinCache {
     const routed = this.#route(ref);
     const json = serializeBin(routed.name, data, this.#settings.maxValueBytes);
     const explicitTtl = options.ttl === undefined ? undefined : toMs(options.ttl, `ttl of bin '${routed.name}'`);
-    if (explicitTtl === undefined && this.#memo.has(routed.name) && textOf(await this.#memo.get(routed.name)) === json)
+    if (explicitTtl === undefined && this.#knows(routed.name) && textOf(await this.#known(routed.name)) === json)
       return;
     const ttlMs = explicitTtl ?? routed.ttlMs;
     const { id, maxTtl } = this.#owner;
     const capped = maxTtl === undefined ? ttlMs : Math.min(ttlMs, maxTtl);
     await this.#everywhere(routed, (store, to) => store.set(to, routed.name, data, to === id ? capped : ttlMs));
-    this.#memo.set(routed.name, json);
+    this.#remember(routed.name, json);
   }
 
   async delete(ref: BinRef): Promise<void> {
     const routed = this.#route(ref);
     await this.#everywhere(routed, (store, id) => store.delete(id, routed.name));
-    this.#memo.set(routed.name, undefined);
+    this.#remember(routed.name, undefined);
   }
 
   #route(ref: BinRef): Routed {
@@ -173,15 +175,32 @@ class RequestBinCache implements BinCache {
   }
 
   #load(routed: Routed): Known {
-    const memo = this.#memo;
-    if (memo.has(routed.name)) return memo.get(routed.name);
+    if (this.#knows(routed.name)) return this.#known(routed.name);
     const id = this.#owner.id;
     const plain = routed.handle.plain;
     const known = plain
       ? plain.getNow(id, routed.name)
       : this.#stores.of(routed.handle).then((store) => store.getText(id, routed.name));
-    memo.set(routed.name, known);
+    this.#remember(routed.name, known);
     return known;
+  }
+
+  #knows(name: string): boolean {
+    return name === this.#firstName || this.#more?.has(name) === true;
+  }
+
+  #known(name: string): Known {
+    return name === this.#firstName ? this.#firstKnown : this.#more?.get(name);
+  }
+
+  #remember(name: string, known: Known): void {
+    if (this.#firstName === undefined || name === this.#firstName) {
+      this.#firstName = name;
+      this.#firstKnown = known;
+    } else {
+      this.#more ??= new Map();
+      this.#more.set(name, known);
+    }
   }
 
   async #everywhere(routed: Routed, write: (store: BinStore, id: string) => Promise<void>): Promise<void> {
