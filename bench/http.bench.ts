@@ -36,8 +36,8 @@ const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 const CONNECTIONS = 10;
 const PIPELINING = 1;
 const WARMUP_S = 1;
-const DURATION_S = 5;
-const ROUNDS = 3;
+const DURATION_S = 3;
+const ROUNDS = 5;
 const START_TIMEOUT_MS = 20_000;
 
 const serversDir = join(dirname(fileURLToPath(import.meta.url)), 'servers');

@@ -20,7 +20,6 @@ export interface ContextShared {
  */
 export class RequestContext implements ResolverContext, StorageRequest {
   // Own properties, not methods: a resolver may pass them around unbound.
-  readonly header: (name: string) => string | undefined;
   readonly now: () => number;
   readonly linkedVisitor: (userId: string | number) => Promise<string | undefined>;
   readonly req: unknown;
@@ -35,12 +34,15 @@ export class RequestContext implements ResolverContext, StorageRequest {
   constructor(request: RequestView, response: ResponseView | undefined, shared: ContextShared) {
     this.#request = request;
     this.#proxy = shared.proxy;
-    this.header = (name) => request.header(name);
     this.now = shared.now;
     this.linkedVisitor = shared.linkedVisitor;
     this.req = request.raw;
     this.keys = shared.keys;
     this.response = response;
+  }
+
+  header(name: string): string | undefined {
+    return this.#request.header(name);
   }
 
   get cookies(): Record<string, string | undefined> {

@@ -43,9 +43,9 @@ export interface CookieResolverOptions {
 
 /** What the visitor cookie says, once its signature and age have checked out. */
 export interface CookieReading {
-  id: string;
+  readonly id: string;
   /** Signed by an older secret, or due for refresh: the response should carry it again. */
-  reissue: boolean;
+  readonly reissue: boolean;
 }
 
 /** A visitor cookie whose signature checked out: what it says, before its age is checked. */
@@ -56,6 +56,8 @@ interface SignedCookie {
   readonly issuedMs: number;
   /** Signed by an older secret. */
   readonly rotated: boolean;
+  /** What a read says while the cookie needs no reissue: made once, not per request. */
+  readonly current: CookieReading;
 }
 
 /** The cookie resolver: it reads the visitor cookie and writes it for the chain. */
@@ -144,7 +146,13 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     const id = signed.value.slice(0, dot);
     const issued = signed.value.slice(dot + 1);
     if (dot < 0 || !ID.test(id) || !ISSUED.test(issued)) return undefined;
-    const cookie = { raw, id, issuedMs: Number.parseInt(issued, 36) * 1000, rotated: signed.rotated };
+    const cookie = {
+      raw,
+      id,
+      issuedMs: Number.parseInt(issued, 36) * 1000,
+      rotated: signed.rotated,
+      current: Object.freeze({ id, reissue: false }),
+    };
     verified.set(key, cookie);
     return cookie;
   };
@@ -156,7 +164,7 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     if (!cookie) return undefined;
     const age = ctx.now() - cookie.issuedMs;
     if (age > maxAgeMs || age < -CLOCK_SKEW_MS) return undefined;
-    return { id: cookie.id, reissue: cookie.rotated || age > refreshAfterMs };
+    return cookie.rotated || age > refreshAfterMs ? { id: cookie.id, reissue: true } : cookie.current;
   };
 
   const attributesOf = (secure: boolean) =>
