@@ -29,6 +29,9 @@ const demoUser = (req: IncomingMessage): string | undefined =>
 const visitors = createVisitorState({
   secret: await demoSecret(dataDir),
   store,
+  // The 250 ms default suits a store over the network; on a busy laptop or CI machine the first
+  // writes to a new SQLite file (creating its WAL) have been seen to take longer.
+  timeout: '2s',
   sweepInterval: '10m',
   // The cookie comes first, so logging in or out never changes the visitor ID.
   resolvers: [cookieResolver(), authResolver({ identify: (req) => demoUser(req as IncomingMessage) })],

@@ -88,14 +88,14 @@ export function createChain(initial: readonly Resolver[], onError: ErrorHook, ra
   });
 
   const fromIdentity = (identity: Identity, source: string, current: CookieReading | undefined): Resolution => {
-    const base = { id: identity.id, source, confidence: identity.confidence, maxTtl: identity.maxTtl };
-    if (identity.persist ?? identity.confidence !== 'low') {
-      const unchanged = current?.id === identity.id && !current.reissue;
-      return { ...base, issue: unchanged ? undefined : identity.id, own: undefined };
+    const { id, confidence, maxTtl } = identity;
+    if (identity.persist ?? confidence !== 'low') {
+      const unchanged = current?.id === id && !current.reissue;
+      return { id, source, confidence, issue: unchanged ? undefined : id, own: undefined, maxTtl };
     }
     // A shared ID is never written into the cookie: the client gets (or keeps) one of its own.
     const own = current?.id ?? randomId();
-    return { ...base, issue: current && !current.reissue ? undefined : own, own };
+    return { id, source, confidence, issue: current && !current.reissue ? undefined : own, own, maxTtl };
   };
 
   // Walks the chain from `start` without a promise for as long as the resolvers answer
