@@ -1,6 +1,7 @@
 import ipaddr from 'ipaddr.js';
 import { ConfigError } from '../errors.js';
 import type { RequestView } from '../http.js';
+import { recentMap } from '../recent-map.js';
 
 /**
  * Which proxies to believe: names (`'loopback'`, `'private'`, `'linklocal'`), CIDRs and single
@@ -38,6 +39,8 @@ const unwrap = (address: IpAddress): IpAddress =>
 
 const DOTTED_QUAD =
   /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+const PEERS_KEPT = 10_000;
 
 /**
  * Plain four-part decimal IPv4 only (no octal, hex or short forms). One regular expression
@@ -327,14 +330,27 @@ function reportedProto(request: RequestView): string | undefined {
  */
 export function createProxyTrust(trust?: TrustProxy): ProxyTrust {
   const trusted = compileTrust(trust);
+  // A client sends many requests from one address: each peer address is parsed once.
+  const peers = recentMap<string, { readonly address: IpAddress; readonly text: string } | null>(PEERS_KEPT);
+  const peerOf = (request: RequestView) => {
+    const given = request.peerAddress;
+    if (given === undefined) return undefined;
+    let peer = peers.get(given);
+    if (peer === undefined) {
+      const address = parseIp(given);
+      peer = address ? { address, text: address.toString() } : null;
+      peers.set(given, peer);
+    }
+    return peer ?? undefined;
+  };
 
   return {
     clientIp(request) {
-      const peer = request.peerAddress === undefined ? undefined : parseIp(request.peerAddress);
+      const peer = peerOf(request);
       if (peer === undefined) return undefined;
-      let current = peer;
+      if (!trusted(peer.address, 0)) return peer.text;
+      let current = peer.address;
       let hop = 0;
-      if (!trusted(current, hop)) return current.toString();
       for (const next of reportedHops(request)) {
         // A hop we cannot read ends the walk: the client is unknown, and guessing could pick a forged entry.
         if (next === undefined) return undefined;
@@ -347,8 +363,8 @@ export function createProxyTrust(trust?: TrustProxy): ProxyTrust {
 
     isSecure(request) {
       if (request.encrypted) return true;
-      const peer = request.peerAddress === undefined ? undefined : parseIp(request.peerAddress);
-      if (peer === undefined || !trusted(peer, 0)) return false;
+      const peer = peerOf(request);
+      if (peer === undefined || !trusted(peer.address, 0)) return false;
       return reportedProto(request) === 'https';
     },
   };
