@@ -252,9 +252,10 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     const found = await linkStore(router)?.get(linkKey({ keys }, userId), '@link');
     return typeof found === 'string' ? found : undefined;
   };
-  // The visitor rides on the request object under a symbol of this instance, which is cheaper
-  // than a WeakMap entry; the WeakMap stays for requests that cannot take a property. Either way
-  // the entry is let go when the response is over (whenDone), so the visitor dies young.
+  // The visitor rides on its key (the response for resolve(), the adapter's request object for
+  // resolveView()) under a symbol of this instance, which is cheaper than a WeakMap entry; the
+  // WeakMap stays for keys that cannot take a property. An adapter whose key outlives the
+  // response passes whenDone, so the entry is let go then and the visitor dies young.
   const mark = Symbol('visitor-state');
   type Holder = { [mark]?: Promise<Visitor> | undefined };
   const resolved = new WeakMap<object, Promise<Visitor>>();
