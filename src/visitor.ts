@@ -158,8 +158,6 @@ export function createVisitor(
 function actionsOf(state: LiveVisitor): VisitorActions {
   const { env, ctx, response } = state;
   const storeOf = (handle: StoreHandle) => state.stores.of(handle);
-  const become = (id: string, nextSource: string, nextConfidence: Confidence) =>
-    state.become(id, nextSource, nextConfidence);
   const sendCookie = (id: string | undefined) => {
     const cookie = env.cookie();
     if (!cookie || !response || response.headersSent) return;
@@ -225,7 +223,7 @@ function actionsOf(state: LiveVisitor): VisitorActions {
       }
       if (state.owner.own !== undefined) {
         // A shared (fingerprint) visitor is not this user's: link the client's own ID.
-        become(state.owner.own, 'cookie', 'high');
+        state.become(state.owner.own, 'cookie', 'high');
       }
       const me = state.owner.id;
       const key = linkKey(ctx, userId);
@@ -243,7 +241,7 @@ function actionsOf(state: LiveVisitor): VisitorActions {
       await copyAll(me, linked, true);
       await moveLinks(me, linked);
       await deleteAll(me);
-      become(linked, 'link', 'high');
+      state.become(linked, 'link', 'high');
       sendCookie(linked);
       changed({ type: 'adopt', from: me, to: linked });
       return 'adopted';
@@ -255,7 +253,7 @@ function actionsOf(state: LiveVisitor): VisitorActions {
       await copyAll(from, to, false);
       await moveLinks(from, to);
       await deleteAll(from);
-      become(to, state.source, state.confidence);
+      state.become(to, state.source, state.confidence);
       sendCookie(to);
       changed({ type: 'rotate', from, to });
     },
@@ -266,7 +264,7 @@ function actionsOf(state: LiveVisitor): VisitorActions {
         await moveLinks(id, undefined);
         await deleteAll(id);
       }
-      become(state.owner.id, state.source, state.confidence);
+      state.become(state.owner.id, state.source, state.confidence);
       sendCookie(undefined);
       changed({ type: 'forget', from: state.owner.id, to: state.owner.id });
     },
