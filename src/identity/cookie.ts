@@ -60,6 +60,18 @@ interface SignedCookie {
   readonly current: CookieReading;
 }
 
+/** A Cookie header that carried a verified visitor cookie. */
+interface KnownHeader {
+  readonly header: string;
+  readonly cookie: SignedCookie;
+}
+
+/** What one key ring has verified, each by a {@link sampleKey} and then compared in full. */
+interface Verified {
+  readonly cookies: RecentMap<number, SignedCookie>;
+  readonly headers: RecentMap<number, KnownHeader>;
+}
+
 /** The cookie resolver: it reads the visitor cookie and writes it for the chain. */
 export interface CookieResolver extends Resolver {
   readonly kind: 'visitor-cookie';
@@ -76,8 +88,12 @@ const MAX_AGE_CAP_MS = 400 * 86_400_000;
 const CLOCK_SKEW_MS = 5 * 60_000;
 const MAX_COOKIE_LENGTH = 256;
 const VERIFIED_COOKIES = 10_000;
-/** How many of the signature's last characters make the key of a verified cookie. */
-const VERIFIED_KEY_CHARS = 5;
+/** Cookie headers that carried a verified cookie, kept when no longer than MAX_HEADER_KEPT. */
+const VERIFIED_HEADERS = 10_000;
+const MAX_HEADER_KEPT = 512;
+/** How many characters of a cookie, and of a Cookie header, make its key among the verified ones. */
+const COOKIE_SAMPLES = 5;
+const HEADER_SAMPLES = 8;
 const ID = /^[A-Za-z0-9_-]{8,128}$/;
 const ISSUED = /^[0-9a-z]{1,10}$/;
 
@@ -112,21 +128,22 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
   const cookieName = hostPrefix ? `__Host-${name}` : name;
   const maxAgeSeconds = Math.floor(maxAgeMs / 1000);
 
-  // A returning visitor sends the same signed cookie on every request: the cookies that
-  // verified are remembered, so the HMAC runs once per cookie, not once per request. Only
-  // successes are kept, so forged values cannot fill it; and they are kept per key ring, so
+  // A returning visitor sends the same signed cookie on every request, most often in the same
+  // Cookie header: the cookies that verified are remembered, so the HMAC runs once per cookie,
+  // and so are the headers that carried them, so such a header is not parsed again. Only
+  // successes are kept, so forged values cannot fill either; and they are kept per key ring, so
   // two VisitorStates with different secrets that share this resolver never accept each
   // other's cookies.
-  const verifiedBy = new WeakMap<KeyRing, RecentMap<number, SignedCookie>>();
+  const verifiedBy = new WeakMap<KeyRing, Verified>();
 
-  // Nearly always one key ring: its map is kept at hand rather than looked up per request.
+  // Nearly always one key ring: its maps are kept at hand rather than looked up per request.
   let lastKeys: KeyRing | undefined;
-  let lastVerified: RecentMap<number, SignedCookie> | undefined;
-  const verifiedFor = (keys: KeyRing): RecentMap<number, SignedCookie> => {
+  let lastVerified: Verified | undefined;
+  const verifiedFor = (keys: KeyRing): Verified => {
     if (keys === lastKeys && lastVerified) return lastVerified;
     let verified = verifiedBy.get(keys);
     if (!verified) {
-      verified = recentMap(VERIFIED_COOKIES);
+      verified = { cookies: recentMap(VERIFIED_COOKIES), headers: recentMap(VERIFIED_HEADERS) };
       verifiedBy.set(keys, verified);
     }
     lastKeys = keys;
@@ -134,10 +151,9 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     return verified;
   };
 
-  const verify = (keys: KeyRing, raw: string): SignedCookie | undefined => {
-    const verified = verifiedFor(keys);
-    const key = keyOf(raw);
-    const known = verified.get(key);
+  const verify = (keys: KeyRing, verified: Verified, raw: string): SignedCookie | undefined => {
+    const key = sampleKey(raw, COOKIE_SAMPLES);
+    const known = verified.cookies.get(key);
     if (known?.raw === raw) return known;
     const signed = keys.verify('visitor-cookie', raw);
     if (!signed) return undefined;
@@ -152,14 +168,30 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
       rotated: signed.rotated,
       current: Object.freeze({ id, reissue: false }),
     };
-    verified.set(key, cookie);
+    verified.cookies.set(key, cookie);
+    return cookie;
+  };
+
+  /** The request's visitor cookie, when its signature checks out. */
+  const signedCookieOf = (ctx: ResolverContext): SignedCookie | undefined => {
+    const verified = verifiedFor(ctx.keys);
+    const header = ctx.header('cookie');
+    const memo = header !== undefined && header.length <= MAX_HEADER_KEPT;
+    const key = memo ? sampleKey(header, HEADER_SAMPLES) : 0;
+    if (memo) {
+      const known = verified.headers.get(key);
+      // The same header parses to the same cookie: compared in full, it needs no parse.
+      if (known?.header === header) return known.cookie;
+    }
+    const raw = ctx.cookies[cookieName];
+    if (raw === undefined || raw.length > MAX_COOKIE_LENGTH) return undefined;
+    const cookie = verify(ctx.keys, verified, raw);
+    if (cookie && memo) verified.headers.set(key, { header, cookie });
     return cookie;
   };
 
   const read = (ctx: ResolverContext): CookieReading | undefined => {
-    const raw = ctx.cookies[cookieName];
-    if (raw === undefined || raw.length > MAX_COOKIE_LENGTH) return undefined;
-    const cookie = verify(ctx.keys, raw);
+    const cookie = signedCookieOf(ctx);
     if (!cookie) return undefined;
     const age = ctx.now() - cookie.issuedMs;
     if (age > maxAgeMs || age < -CLOCK_SKEW_MS) return undefined;
@@ -210,17 +242,18 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
 }
 
 /**
- * The key of a cookie among the verified ones: a small integer made of the signature's last
- * characters, which a Map hashes at once, where a string key would be cut out of the cookie
- * and hashed on every request. Two cookies may share a key; the cookie is compared in full,
- * so a shared key only costs a verification.
+ * A small integer made of a text's length and of `count` of its characters, spread across it
+ * from the end: a Map hashes it at once, where a string key would be hashed in full on every
+ * request. Texts that share a key are told apart by comparing them in full, so a shared key
+ * costs a parse or a verification, never a wrong answer.
  */
-function keyOf(raw: string): number {
-  let key = 0;
-  for (let i = Math.max(0, raw.length - VERIFIED_KEY_CHARS); i < raw.length; i++) {
-    key = ((key << 6) ^ raw.charCodeAt(i)) & 0x3fffffff;
+function sampleKey(text: string, count: number): number {
+  const step = Math.max(1, Math.floor(text.length / count));
+  let key = text.length;
+  for (let i = text.length - 1, taken = 0; i >= 0 && taken < count; i -= step, taken++) {
+    key = Math.imul(key ^ text.charCodeAt(i), 0x01000193);
   }
-  return key;
+  return key & 0x3fffffff;
 }
 
 export const isCookieResolver = (resolver: Resolver): resolver is CookieResolver =>

@@ -1,3 +1,4 @@
+import { parse as parseCookies } from 'cookie';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -153,6 +154,31 @@ describe('the visitor cookie', () => {
       expect(reply.json().id).not.toBe(first.json().id);
       expect(cookiePair(reply.setCookies, 'vsid')).toBeDefined();
     }
+    expect(errors).toEqual([]);
+  });
+
+  it('tells apart visitors whose Cookie headers differ only in the visitor cookie, however often they come', async () => {
+    const { url, errors } = await app();
+    const visits = [await send(url), await send(url)].map((reply) => ({
+      cookie: cookiePair(reply.setCookies, 'vsid') as string,
+      id: reply.json().id as string,
+    }));
+    for (let round = 0; round < 3; round++) {
+      for (const { cookie, id } of visits) {
+        const reply = await send(url, { headers: { cookie: `${cookie}; theme=dark` } });
+        expect(reply.json()).toMatchObject({ id, source: 'cookie' });
+        // A header too long to be remembered is parsed each time, with the same answer.
+        const long = await send(url, { headers: { cookie: `${cookie}; big=${'x'.repeat(600)}` } });
+        expect(long.json()).toMatchObject({ id, source: 'cookie' });
+      }
+    }
+    // The header just read again, with one character of the visitor cookie changed.
+    const { cookie, id } = visits[0] as { cookie: string; id: string };
+    const at = 'vsid='.length + 3;
+    const forged = `${cookie.slice(0, at)}${cookie[at] === 'A' ? 'B' : 'A'}${cookie.slice(at + 1)}; theme=dark`;
+    const reply = await send(url, { headers: { cookie: forged } });
+    expect(reply.json().source).toBe('new');
+    expect(reply.json().id).not.toBe(id);
     expect(errors).toEqual([]);
   });
 
@@ -356,6 +382,29 @@ describe('properties', () => {
         expect(resolver.read(ctxFor(mutated))).toBeUndefined();
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  it('rejects every such change within a Cookie header it has already read, and reads the cookie among any others', () => {
+    const ctxOf = (header: string) => ({ ...ctxFor(''), header: () => header, cookies: parseCookies(header) });
+    const known = `vsid=${valid}; theme=dark`;
+    expect(resolver.read(ctxOf(known))?.id).toBe('kX2q0b3YV8m1Jc9sZtQe4w');
+    fc.assert(
+      fc.property(fc.nat({ max: valid.length - 1 }), fc.integer({ min: 33, max: 126 }), (at, code) => {
+        const mutated = valid.slice(0, at) + String.fromCharCode(code) + valid.slice(at + 1);
+        fc.pre(mutated !== valid && !/[;,\s"\\]/.test(String.fromCharCode(code)));
+        expect(resolver.read(ctxOf(`vsid=${mutated}; theme=dark`))).toBeUndefined();
+        expect(resolver.read(ctxOf(known))?.id).toBe('kX2q0b3YV8m1Jc9sZtQe4w');
+      }),
+      { numRuns: 1000 },
+    );
+    fc.assert(
+      fc.property(fc.stringMatching(/^[a-z]{1,8}=[A-Za-z0-9]{0,40}$/), (other) => {
+        fc.pre(!other.startsWith('vsid='));
+        expect(resolver.read(ctxOf(`${other}; vsid=${valid}`))?.id).toBe('kX2q0b3YV8m1Jc9sZtQe4w');
+        expect(resolver.read(ctxOf(`vsid=${valid}; ${other}`))?.id).toBe('kX2q0b3YV8m1Jc9sZtQe4w');
+      }),
+      { numRuns: 500 },
     );
   });
 
