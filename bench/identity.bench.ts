@@ -111,7 +111,7 @@ const [cookiePath, cookieBaseline, newPath, newBaseline, fpCached, fpUncached, p
         },
       },
       {
-        label: 'fingerprint visitor resolve(), cached UA',
+        label: 'fingerprint visitor resolve(), repeat client',
         ops: PER_SAMPLE,
         run: async () => {
           for (let i = 0; i < PER_SAMPLE; i++) {
@@ -120,7 +120,7 @@ const [cookiePath, cookieBaseline, newPath, newBaseline, fpCached, fpUncached, p
         },
       },
       {
-        label: 'fingerprint visitor resolve(), uncached UA',
+        label: 'fingerprint visitor resolve(), new UA each time',
         ops: PER_SAMPLE,
         run: async () => {
           for (let i = 0; i < PER_SAMPLE; i++) {
@@ -150,7 +150,9 @@ if (!cookiePath || !cookieBaseline || !newPath || !newBaseline || !fpCached || !
   throw new Error('unmeasured');
 if (!parseCached || !parseUncached) throw new Error('unmeasured');
 
-heading(`identity: resolve() per request, fake node req/res, fresh views per call; ${measuredCode()}`);
+heading(
+  `identity: resolve() per request, fake node req/res, fresh views per call; a repeat client's reduced UA and fingerprint ID are remembered, a new UA's are not; ${measuredCode()}`,
+);
 compare(cookiePath, cookieBaseline, { target: { atMost: 2 } });
 compare(newPath, newBaseline);
 compare(fpCached, parseCached);

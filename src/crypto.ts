@@ -110,6 +110,35 @@ export function createKeyRing(secrets: readonly string[]): KeyRing {
   };
 }
 
+/**
+ * What a resolver remembers under one key ring, made on first use. A resolver may serve two
+ * VisitorStates with different secrets, and what one of them verified or derived must never
+ * answer for the other; nearly always there is one ring, so the last one's value is kept at hand
+ * rather than looked up per request.
+ *
+ * @example
+ * ```ts
+ * const verifiedFor = perKeyRing(() => recentMap<number, SignedCookie>(10_000));
+ * verifiedFor(ctx.keys).get(key);
+ * ```
+ */
+export function perKeyRing<T>(make: () => T): (keys: KeyRing) => T {
+  const values = new WeakMap<KeyRing, T>();
+  let lastKeys: KeyRing | undefined;
+  let lastValue: T | undefined;
+  return (keys) => {
+    if (keys === lastKeys) return lastValue as T;
+    let value = values.get(keys);
+    if (value === undefined) {
+      value = make();
+      values.set(keys, value);
+    }
+    lastKeys = keys;
+    lastValue = value;
+    return value;
+  };
+}
+
 const POOL_IDS = 256;
 const ID_BYTES = 16;
 let pool = Buffer.alloc(0);

@@ -1,5 +1,5 @@
 import { serialize } from 'cookie';
-import type { KeyRing } from '../crypto.js';
+import { type KeyRing, perKeyRing } from '../crypto.js';
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError } from '../errors.js';
 import { type RecentMap, recentMap } from '../recent-map.js';
@@ -134,22 +134,9 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
   // successes are kept, so forged values cannot fill either; and they are kept per key ring, so
   // two VisitorStates with different secrets that share this resolver never accept each
   // other's cookies.
-  const verifiedBy = new WeakMap<KeyRing, Verified>();
-
-  // Nearly always one key ring: its maps are kept at hand rather than looked up per request.
-  let lastKeys: KeyRing | undefined;
-  let lastVerified: Verified | undefined;
-  const verifiedFor = (keys: KeyRing): Verified => {
-    if (keys === lastKeys && lastVerified) return lastVerified;
-    let verified = verifiedBy.get(keys);
-    if (!verified) {
-      verified = { cookies: recentMap(VERIFIED_COOKIES), headers: recentMap(VERIFIED_HEADERS) };
-      verifiedBy.set(keys, verified);
-    }
-    lastKeys = keys;
-    lastVerified = verified;
-    return verified;
-  };
+  const verifiedFor = perKeyRing(
+    (): Verified => ({ cookies: recentMap(VERIFIED_COOKIES), headers: recentMap(VERIFIED_HEADERS) }),
+  );
 
   const verify = (keys: KeyRing, verified: Verified, raw: string): SignedCookie | undefined => {
     const key = sampleKey(raw, COOKIE_SAMPLES);
@@ -175,9 +162,12 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
 
   /** The request's visitor cookie, when its signature checks out. */
   const signedCookieOf = (ctx: ResolverContext): SignedCookie | undefined => {
-    const verified = verifiedFor(ctx.keys);
     const header = ctx.header('cookie');
-    const memo = header !== undefined && header.length <= MAX_HEADER_KEPT;
+    // The parser takes cookie names from the header as they are written: a header in which the
+    // name does not occur has no visitor cookie, and a new visitor's header needs no parse.
+    if (header === undefined || !header.includes(cookieName)) return undefined;
+    const verified = verifiedFor(ctx.keys);
+    const memo = header.length <= MAX_HEADER_KEPT;
     const key = memo ? sampleKey(header, HEADER_SAMPLES) : 0;
     if (memo) {
       const known = verified.headers.get(key);

@@ -1,6 +1,8 @@
 import type ipaddr from 'ipaddr.js';
+import { perKeyRing } from '../crypto.js';
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError } from '../errors.js';
+import { recentMap } from '../recent-map.js';
 import { compileRanges, type IpAddress, parseIp } from './client-ip.js';
 import type { Resolver, ResolverContext } from './types.js';
 import { createUaReducer } from './ua.js';
@@ -51,6 +53,7 @@ export interface FingerprintOptions {
 }
 
 const MAX_HEADER_SIGNAL = 128;
+const FINGERPRINTS_KEPT = 10_000;
 // No signal contains it: addresses are hex digits and ':', the reduced UA has no line
 // breaks, and header signals are stripped of them.
 const SEPARATOR = '\n';
@@ -89,7 +92,9 @@ function headerSignal(value: string | undefined): string {
 /**
  * A resolver for clients that keep no cookies: an HMAC over the client's network (an IPv4
  * address, an IPv6 /64 by default), the reduced User-Agent and optional headers. The raw
- * address and User-Agent are neither stored nor logged. Many people can share a fingerprint,
+ * address and User-Agent are neither stored nor logged; only this process's memory keeps
+ * recent User-Agents with their reduced form (`uaCacheSize`), and the masked signals of up to
+ * 10,000 recent clients with their IDs, so that each is worked out once. Many people can share a fingerprint,
  * so its confidence is `'low'`, it is never written into the visitor cookie, and what is
  * stored under it lives at most `ttl`. Addresses in `sharedRanges`, unknown client
  * addresses and requests that `when` refuses are not fingerprinted.
@@ -144,6 +149,8 @@ export function fingerprintResolver(options: FingerprintOptions = {}): Resolver 
   }
   const maxTtl = toMs(ttl, 'fingerprint ttl');
   const reduceUa = createUaReducer({ maxEntries: uaCacheSize, majorVersion });
+  // Fingerprint IDs by their signals, under each key ring: an HMAC is most of a fingerprint's cost.
+  const derivedFor = perKeyRing(() => recentMap<string, string>(FINGERPRINTS_KEPT));
 
   return {
     name: 'fingerprint',
@@ -155,7 +162,14 @@ export function fingerprintResolver(options: FingerprintOptions = {}): Resolver 
       if (address === undefined || isShared(address)) return undefined;
       let signals = `${maskAddress(address, ipv4Prefix, ipv6Prefix)}${SEPARATOR}${reduceUa(ctx.header('user-agent'))}`;
       for (const name of headerNames) signals += `${SEPARATOR}${headerSignal(ctx.header(name))}`;
-      return { id: ctx.keys.mac('fingerprint', signals, 16), confidence: 'low', persist: false, maxTtl };
+      // A client without cookies comes back with the same signals: its ID is derived once.
+      const known = derivedFor(ctx.keys);
+      let id = known.get(signals);
+      if (id === undefined) {
+        id = ctx.keys.mac('fingerprint', signals, 16);
+        known.set(signals, id);
+      }
+      return { id, confidence: 'low', persist: false, maxTtl };
     },
   };
 }

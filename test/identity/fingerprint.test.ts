@@ -135,6 +135,23 @@ describe('fingerprintResolver', () => {
     expect((fingerprintResolver().resolve(ctx) as Identity).id).not.toBe(id('203.0.113.9'));
   });
 
+  it('remembers IDs per secret: one resolver serving two secrets keeps their IDs apart', () => {
+    const resolver = fingerprintResolver();
+    const other = createKeyRing(['y'.repeat(32)]);
+    const ctx = context('203.0.113.9', { 'user-agent': CHROME_126 });
+    const idOf = (c: ResolverContext) => (resolver.resolve(c) as Identity).id;
+    const ours = idOf(ctx);
+    const theirs = idOf({ ...ctx, keys: other });
+    expect(theirs).not.toBe(ours);
+    for (let i = 0; i < 3; i++) {
+      expect(idOf(ctx)).toBe(ours);
+      expect(idOf({ ...ctx, keys: other })).toBe(theirs);
+    }
+    // The remembered ID is the one a fresh resolver derives, and a neighbour still gets its own.
+    expect(ours).toBe(id('203.0.113.9', CHROME_126));
+    expect(idOf(context('203.0.113.10', { 'user-agent': CHROME_126 }))).not.toBe(ours);
+  });
+
   it.each<[string, FingerprintOptions]>([
     ['an IPv4 prefix under 8', { ipv4Prefix: 4 }],
     ['an IPv4 prefix over 32', { ipv4Prefix: 33 }],

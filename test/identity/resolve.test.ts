@@ -345,7 +345,7 @@ describe('properties', () => {
   const resolver = cookieResolver();
   const now = Date.now();
   const ctxFor = (raw: string) => ({
-    header: () => undefined,
+    header: (name: string) => (name === 'cookie' ? `vsid=${raw}` : undefined),
     cookies: { vsid: raw },
     clientIp: undefined,
     secure: false,
