@@ -167,18 +167,21 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     // name does not occur has no visitor cookie, and a new visitor's header needs no parse.
     if (header === undefined || !header.includes(cookieName)) return undefined;
     const verified = verifiedFor(ctx.keys);
-    const memo = header.length <= MAX_HEADER_KEPT;
-    const key = memo ? sampleKey(header, HEADER_SAMPLES) : 0;
-    if (memo) {
-      const known = verified.headers.get(key);
-      // The same header parses to the same cookie: compared in full, it needs no parse.
-      if (known?.header === header) return known.cookie;
-    }
+    // A longer header is parsed each time: keeping it would cost more memory than its parse costs time.
+    if (header.length > MAX_HEADER_KEPT) return parsedCookieOf(ctx, verified);
+    const key = sampleKey(header, HEADER_SAMPLES);
+    const known = verified.headers.get(key);
+    // The same header parses to the same cookie: compared in full, it needs no parse.
+    if (known?.header === header) return known.cookie;
+    const cookie = parsedCookieOf(ctx, verified);
+    if (cookie) verified.headers.set(key, { header, cookie });
+    return cookie;
+  };
+
+  const parsedCookieOf = (ctx: ResolverContext, verified: Verified): SignedCookie | undefined => {
     const raw = ctx.cookies[cookieName];
     if (raw === undefined || raw.length > MAX_COOKIE_LENGTH) return undefined;
-    const cookie = verify(ctx.keys, verified, raw);
-    if (cookie && memo) verified.headers.set(key, { header, cookie });
-    return cookie;
+    return verify(ctx.keys, verified, raw);
   };
 
   const read = (ctx: ResolverContext): CookieReading | undefined => {

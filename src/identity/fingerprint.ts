@@ -94,9 +94,9 @@ function headerSignal(value: string | undefined): string {
  * address, an IPv6 /64 by default), the reduced User-Agent and optional headers. The raw
  * address and User-Agent are neither stored nor logged; only this process's memory keeps
  * recent User-Agents with their reduced form (`uaCacheSize`), and the masked signals of up to
- * 10,000 recent clients with their IDs, so that each is worked out once. Many people can share a fingerprint,
- * so its confidence is `'low'`, it is never written into the visitor cookie, and what is
- * stored under it lives at most `ttl`. Addresses in `sharedRanges`, unknown client
+ * 10,000 recent clients with their IDs, so that each is worked out once. Many people can share
+ * a fingerprint, so its confidence is `'low'`, it is never written into the visitor cookie, and
+ * what is stored under it lives at most `ttl`. Addresses in `sharedRanges`, unknown client
  * addresses and requests that `when` refuses are not fingerprinted.
  *
  * @example
