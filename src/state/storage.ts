@@ -4,15 +4,24 @@ import type { ResponseView } from '../http.js';
 /**
  * Where bins live. Each (visitor, bin) pair is an entry of its own, so two requests that
  * write two bins of one visitor at once lose nothing. `data` is what JSON can carry; the
- * bin cache has checked it before a storage sees it.
+ * bin cache has checked it before a storage sees it. Bin names that start with `@` are the
+ * library's own records (links, the bin index) and are stored like any other bin.
+ *
+ * Three methods are required; every other ability is a named optional method below. Where
+ * one is missing, the library either uses the fallback written beside this contract or
+ * refuses, with a `ConfigError` naming the store and the method, the operation that needs it.
  *
  * | method | |
  * | --- | --- |
  * | `get`, `set`, `delete` | required |
- * | `getMany` | recommended: several bins in one round trip |
- * | `add` | recommended: an atomic set-if-absent, for `link()` |
+ * | `getMany` | recommended: several bins in one round trip (fallback: one `get` per bin) |
+ * | `add` | recommended: atomic set-if-absent, for `link()` |
+ * | `update` | recommended: atomic read-modify-write, for `cache.update()` |
+ * | `bins` | recommended: the names of a visitor's bins, for `forget()` and `rotate()` |
+ * | `entries` | optional: a visitor's bins with their expiry, for `rotate()`, export and migrate |
+ * | `visitors` | optional: every visitor, page by page, for the command line |
  * | `sweep` | recommended where the store has no native expiry |
- * | `bins` | recommended: lets `forget()` and `rotate()` find a visitor's bins |
+ * | `peek` | optional: a synchronous `get`, for a storage in this process |
  * | `close` | optional |
  *
  * @example
@@ -38,20 +47,58 @@ export interface Storage {
   /** Stores `data` for `ttlMs` milliseconds. */
   set(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<void>;
   delete(visitorId: string, bin: string): Promise<void>;
+  /** The data of several bins, in order, in one round trip. */
+  getMany?(visitorId: string, bins: readonly string[]): Promise<unknown[]>;
   /**
    * Stores `data` only when the bin is absent or expired, atomically; resolves to whether it
    * stored. `visitor.link()` uses it so that two concurrent logins of one user agree on one
-   * visitor. Without it, a get-then-set stands in, which two servers can race.
+   * visitor.
    */
   add?(visitorId: string, bin: string, data: unknown, ttlMs: number): Promise<boolean>;
-  /** The data of several bins, in order, in one round trip. */
-  getMany?(visitorId: string, bins: readonly string[]): Promise<unknown[]>;
-  /** The names of the visitor's bins that have not expired. */
+  /**
+   * An atomic read-modify-write of one bin: `next` gets a fresh copy of the current data
+   * (`undefined` when absent or expired) and returns the data to store for `ttlMs`, or
+   * `undefined` to delete the bin. A storage may call `next` more than once (a compare-and-set
+   * that retried); when `next` throws, nothing is written and the call rejects with that error.
+   * Resolves to what was stored (`undefined` after a delete).
+   */
+  update?(visitorId: string, bin: string, next: (current: unknown) => unknown, ttlMs: number): Promise<unknown>;
+  /** The names of the visitor's bins that have not expired, the library's `@` records included. */
   bins?(visitorId: string): Promise<string[]>;
+  /** The visitor's bins that have not expired, with their data and expiry (ms since the epoch). */
+  entries?(visitorId: string): Promise<StoredBin[]>;
+  /**
+   * The IDs of visitors with at least one bin, one page at a time: pass the `next` of a page
+   * to get the one after it; a page without `next` is the last.
+   */
+  visitors?(page?: { next?: string; limit?: number }): Promise<VisitorPage>;
   /** Removes expired entries; resolves to how many it removed. */
   sweep?(): Promise<number>;
+  /**
+   * A synchronous `get`, for a storage in this process that answers without I/O: the data (a
+   * fresh copy) or `undefined`. Where present, the bin cache reads through it without a promise.
+   */
+  peek?(visitorId: string, bin: string): unknown;
   close?(): Promise<void>;
 }
+
+/** One bin as {@link Storage.entries} lists it. */
+export interface StoredBin {
+  readonly bin: string;
+  readonly data: unknown;
+  /** When it expires, in ms since the epoch. */
+  readonly expiresAt: number;
+}
+
+/** One page of {@link Storage.visitors}. */
+export interface VisitorPage {
+  readonly ids: string[];
+  /** Where the next page starts; absent on the last page. */
+  readonly next?: string;
+}
+
+/** The optional methods of {@link Storage}, by name: what a storage can do beyond the three required ones. */
+export type Capability = Exclude<keyof Storage, 'get' | 'set' | 'delete'>;
 
 /**
  * Built-in storages keep bins as JSON text and can hand it over as it is: the bin cache then
@@ -122,6 +169,15 @@ export interface StorageOptions {
   readonly namespace: string;
   /** Bound for in-memory storage. @default 100_000 */
   readonly maxEntries: number;
+  /**
+   * Bound of the `memory:` store, in bytes of what it holds.
+   * @default 64 MiB
+   */
+  readonly maxBytes?: number;
+  /** How long one store call (and opening the store) may take, in ms. @default 250 */
+  readonly timeoutMs?: number;
+  /** The clock that decides expiry. @default Date.now */
+  readonly now?: () => number;
   /** Reports a failure that no operation will see, such as a lost connection. */
   report(error: unknown): void;
 }
