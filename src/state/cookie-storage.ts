@@ -1,7 +1,11 @@
-import { type SerializeOptions, serialize } from 'cookie';
+import { type SerializeOptions, stringifySetCookie } from 'cookie';
 import { BinError, ConfigError, CookieError } from '../errors.js';
 import type { ResponseView } from '../http.js';
 import type { RequestScopedStorage, Storage, StorageRequest } from './storage.js';
+
+// The object form: cookie 2 dropped `serialize` and the (name, value, options) call.
+const serialize = (name: string, value: string, options: SerializeOptions) =>
+  stringifySetCookie({ ...options, name, value });
 
 /** Options of {@link cookieStorage}. */
 export interface CookieStorageOptions {
