@@ -7,8 +7,8 @@ import { redisStorage } from './redis-storage.js';
 import { sqliteStorage } from './sqlite-storage.js';
 import type { RequestScopedStorage, Storage, StorageFactory, StorageOptions } from './storage.js';
 
-/** A Keyv 5 instance, told apart from a storage by its `opts`. */
-export type KeyvInstance = KeyvLike & { readonly opts: unknown };
+/** A Keyv 5 or 6 instance, told apart from a storage by its `store` and `hooks` (Keyv 6 has no `opts`). */
+export type KeyvInstance = KeyvLike & { readonly store: unknown; readonly hooks: unknown };
 
 /** What the `store` option takes. */
 export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance;
@@ -45,7 +45,7 @@ export function registerStorage(scheme: string, factory: StorageFactory): void {
 }
 
 const isKeyv = (store: object): store is KeyvInstance =>
-  'opts' in store && typeof (store as { on?: unknown }).on === 'function';
+  'store' in store && 'hooks' in store && typeof (store as { on?: unknown }).on === 'function';
 
 /**
  * The factory a store URL names, found without opening anything, so that a malformed URL or
