@@ -95,7 +95,7 @@ async function listen(program: Program, url: string): Promise<void> {
   }
 }
 
-describe('the Quick start, from the packed package in a new project', { timeout: 120_000 }, () => {
+describe('the Quick start, from the packed package in a new project', { timeout: 300_000 }, () => {
   it('starts from "type": "module" and tsx, as the setup lines say', async () => {
     const pkg = JSON.parse(await readFile(join(project, 'package.json'), 'utf8'));
     expect(pkg.type).toBe('module');
@@ -176,19 +176,30 @@ export const lazy = (v: vs.LazyVisitor): Promise<vs.Visitor> => v.resolve();
 export const error = new vs.ConfigError('x');
 `,
     );
+    // And it refuses what the package does not export, so the check above is a check: were
+    // NoSuchThing exported, the @ts-expect-error would be unused, which is an error too.
+    await writeFile(
+      join(project, 'refused.ts'),
+      `// @ts-expect-error: no such export
+import { NoSuchThing } from 'visitor-state';
+export const x: unknown = NoSuchThing;
+`,
+    );
     await writeFile(
       join(project, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, noEmit: true, types: ['node'] },
-        files: ['esm.ts', 'cjs.cts'],
+        compilerOptions: {
+          module: 'nodenext',
+          target: 'es2022',
+          strict: true,
+          noEmit: true,
+          types: ['node'],
+          // Errors inside node_modules' .d.ts files are not this test's; what the files use of them is checked.
+          skipLibCheck: true,
+        },
+        files: ['esm.ts', 'cjs.cts', 'refused.ts'],
       }),
     );
     await run('npx', ['tsc', '-p', '.'], project);
-    // And it refuses what does not exist, so the check above is a check.
-    await writeFile(
-      join(project, 'esm.ts'),
-      `import { NoSuchThing } from 'visitor-state';\nexport const x = NoSuchThing;\n`,
-    );
-    await expect(run('npx', ['tsc', '-p', '.'], project)).rejects.toThrow(/NoSuchThing/);
   });
 });
