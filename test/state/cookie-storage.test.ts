@@ -152,7 +152,7 @@ describe('cookie storage through a real server', () => {
 
   it('spreads a large value over several cookies under 4,096 bytes each, and clears the spare one when it shrinks', async () => {
     const jar = createCookieJar();
-    const large = randomText(6_000);
+    const large = randomText(4_000);
     const set = await jar.request(`${site}/set/notes`, { json: large });
     expect(set.json<Reply>().error).toBeUndefined();
     expect(set.setCookies.length).toBeGreaterThanOrEqual(2);
@@ -174,7 +174,7 @@ describe('cookie storage through a real server', () => {
     const reply = tooBig.json<Reply>();
     expect(reply.error?.name).toBe('CookieError');
     expect(reply.error?.message).toMatch(
-      /^bin 'huge' would make the cookie state \d+ bytes, over the 8192-byte budget; keep cookie bins small or raise maxBytes$/,
+      /^bin 'huge' would make the cookie state \d+ bytes, over the 6144-byte budget; keep cookie bins small or raise maxBytes$/,
     );
     expect(reply.bins).toEqual({ keep: 'me' });
     expect(tooBig.setCookies).toEqual([]);
@@ -240,7 +240,7 @@ describe('cookie storage through a real server', () => {
 
   it('reads as empty when a chunk is missing, and the next set replaces every chunk', async () => {
     const jar = createCookieJar();
-    await jar.request(`${site}/set/notes`, { json: randomText(6_000) });
+    await jar.request(`${site}/set/notes`, { json: randomText(4_000) });
     jar.delete('vs_data.0');
     expect((await jar.request(`${site}/get/notes`)).json<Reply>().data).toBeUndefined();
 
@@ -274,7 +274,7 @@ describe('a tampered cookie', () => {
 
   it.each([
     ['one chunk', randomText(20)],
-    ['one of several chunks', randomText(6_000)],
+    ['one of several chunks', randomText(4_000)],
   ])(
     'reads as undefined, without throwing, after any single-character change, truncation or extension of %s',
     async (_, base) => {
@@ -284,7 +284,7 @@ describe('a tampered cookie', () => {
         const owner = createCookieJar();
         await owner.request(`${site}/set/secret`, { json: value });
         const chunks = Object.entries(owner.cookies()).filter(([name]) => name.startsWith('vs_data.'));
-        expect(chunks.length > 1).toBe(base.length > 4_096);
+        expect(chunks.length > 1).toBe(base.length > 3_000);
         const [target, original] = chunks[pick % chunks.length]!;
         const jar = createCookieJar();
         for (const [name, chunk] of chunks) jar.set(name, name === target ? mutate(original, m) : chunk);
