@@ -55,9 +55,6 @@ const CONTINUATION_PREFIX = 3;
 // `{"t":` 13 digits `,"v":{` … `}}`
 const ENVELOPE = 26;
 
-/** Characters of base64url for a sealed plaintext of `bytes`. */
-const sealedLength = (bytes: number) => Math.ceil(((bytes + SEAL_OVERHEAD) * 4) / 3);
-
 const idCost = (id: string) => Buffer.byteLength(JSON.stringify(id)) + 4;
 const entryCost = (entry: Entry) =>
   Buffer.byteLength(JSON.stringify(entry.bin)) + Buffer.byteLength(entry.json) + String(entry.expires).length + 5;
