@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import { ConfigError } from '../errors.js';
 
 /**
@@ -23,11 +24,16 @@ export const REQUEST_ROOM = 4_096;
 /** Node's own default for `maxHeaderSize`, where `node:http` cannot be asked. */
 const NODE_DEFAULT_HEADER_SIZE = 16_384;
 
-/** A server whose limit on request headers the budget must fit: a node:http or node:https server. */
-export interface HeaderLimited {
-  /** As given to `http.createServer({ maxHeaderSize })`; `undefined` means the process default. */
-  readonly maxHeaderSize?: number | undefined;
-}
+/**
+ * A server whose limit on request headers the budget must fit: a node:http or node:https
+ * server, or just its `{ maxHeaderSize }`.
+ */
+export type HeaderLimited =
+  | Server
+  | {
+      /** As given to `http.createServer({ maxHeaderSize })`; `undefined` means the process default. */
+      readonly maxHeaderSize?: number | undefined;
+    };
 
 /**
  * The limit on the request line and headers together that a request to this process meets:
@@ -36,7 +42,9 @@ export interface HeaderLimited {
  * (a Worker) still load this module; there Node's default stands in.
  */
 export function headerLimit(server?: HeaderLimited): { bytes: number; from: string } {
-  if (server?.maxHeaderSize !== undefined) return { bytes: server.maxHeaderSize, from: "the server's maxHeaderSize" };
+  // node:http keeps the option on the server, though its types do not say so.
+  const own = (server as { maxHeaderSize?: number } | undefined)?.maxHeaderSize;
+  if (own !== undefined) return { bytes: own, from: "the server's maxHeaderSize" };
   const http = (
     process as { getBuiltinModule?: (id: string) => { maxHeaderSize?: number } | undefined }
   ).getBuiltinModule?.('node:http');

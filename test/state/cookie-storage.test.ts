@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, maxHeaderSize, type Server, type ServerResponse } from 'node:http';
 import { parse } from 'cookie';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyRing, type KeyRing } from '../../src/crypto.js';
-import { BinError, CookieError } from '../../src/errors.js';
+import { BinError, ConfigError, CookieError } from '../../src/errors.js';
 import { nodeResponseView } from '../../src/http.js';
 import { cookieStorage } from '../../src/state/cookie-storage.js';
 import type { RequestScopedStorage } from '../../src/state/storage.js';
@@ -58,6 +58,26 @@ async function startServer(storage: RequestScopedStorage, keys: KeyRing): Promis
       else if (op === 'set-late') {
         res.writeHead(200, { 'content-type': 'application/json' });
         await bins.set(visitor, bin, data, ttl);
+      } else if (op === 'script') {
+        // Several calls in one request, each `[method, visitor, bin, data?]`; `update` adds `data` to a number.
+        const results: unknown[] = [];
+        for (const [method, id, name, arg] of data as [string, string, string, unknown][]) {
+          if (method === 'set') results.push(await bins.set(id, name, arg, ttl));
+          else if (method === 'get') results.push(await bins.get(id, name));
+          else if (method === 'add') results.push(await bins.add!(id, name, arg, ttl));
+          else if (method === 'entries') results.push((await bins.entries!(id)).map((e) => [e.bin, e.data]));
+          else if (method === 'update') {
+            results.push(
+              await bins.update!(
+                id,
+                name,
+                (n) => (arg === null ? undefined : ((n as number | undefined) ?? 0) + (arg as number)),
+                ttl,
+              ),
+            );
+          } else throw new Error(`no method ${method}`);
+        }
+        return { data: results };
       } else if (op !== 'bins') throw new Error(`no route ${op}`);
     } catch (error) {
       if (!(error instanceof CookieError || error instanceof BinError)) throw error;
@@ -250,6 +270,61 @@ describe('cookie storage through a real server', () => {
   });
 });
 
+describe('several visitor IDs and calls in one request', () => {
+  it('keeps every bin written in one request, under one ID or two in turn', async () => {
+    const jar = createCookieJar();
+    const script = [
+      ['set', 'shared', 'ui:a', 1],
+      ['set', 'own', 'ui:a', 1],
+      ['set', 'shared', 'ui:b', 2],
+      ['set', 'own', 'ui:b', 2],
+    ];
+    await jar.request(`${site}/script`, { json: script });
+    expect((await jar.request(`${site}/bins?visitor=own`)).json<Reply>().bins).toEqual({ 'ui:a': 1, 'ui:b': 2 });
+    expect((await jar.request(`${site}/bins?visitor=shared`)).json<Reply>().bins).toEqual({ 'ui:a': 1, 'ui:b': 2 });
+
+    // A later request that writes under one ID drops the bins of the IDs it does not write under.
+    await jar.request(`${site}/set/ui:c?visitor=own`, { json: 3 });
+    expect((await jar.request(`${site}/bins?visitor=own`)).json<Reply>().bins).toEqual({
+      'ui:a': 1,
+      'ui:b': 2,
+      'ui:c': 3,
+    });
+    expect((await jar.request(`${site}/bins?visitor=shared`)).json<Reply>().bins).toEqual({});
+  });
+
+  it('updates, adds and lists within the request, and the next request reads the outcome', async () => {
+    const jar = createCookieJar();
+    const script = [
+      ['update', 'alice', 'visits', 1],
+      ['update', 'alice', 'visits', 1],
+      ['add', 'alice', 'first', 'x'],
+      ['add', 'alice', 'first', 'y'],
+      ['update', 'alice', 'gone', 5],
+      ['update', 'alice', 'gone', null],
+      ['entries', 'alice', ''],
+    ];
+    const reply = (await jar.request(`${site}/script`, { json: script })).json<Reply>();
+    expect(reply.data).toEqual(
+      [
+        1,
+        2,
+        true,
+        false,
+        5,
+        undefined,
+        [
+          ['visits', 2],
+          ['first', 'x'],
+        ],
+      ].map((v) => v ?? null),
+    );
+    expect(jar.lastSetCookies).toHaveLength(1);
+    const next = (await jar.request(`${site}/script`, { json: [['update', 'alice', 'visits', 1]] })).json<Reply>();
+    expect(next.data).toEqual([3]);
+  });
+});
+
 describe('a tampered cookie', () => {
   const alphabet = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!*%'];
   // Positions near the end are drawn often: the last base64url character carries spare bits.
@@ -299,6 +374,38 @@ describe('a tampered cookie', () => {
       expect((await owner.request(`${site}/get/secret`)).json<Reply>().data).toBe(base);
     },
   );
+});
+
+describe('the budget, checked at construction', () => {
+  it("refuses a budget that would not fit Node's default 16 KiB of request headers, and says how to raise it", () => {
+    expect(maxHeaderSize).toBe(16_384);
+    let refused: unknown;
+    try {
+      cookieStorage({ maxBytes: 16_384 });
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as Error).message).toBe(
+      "cookie storage maxBytes 16384 does not fit node:http's maxHeaderSize of 16384 bytes with 4096 bytes left for the request line and the browser's other headers: " +
+        'lower maxBytes to at most 12288, or raise the limit to at least 20480 (node --max-http-header-size=20480, or http.createServer({ maxHeaderSize: 20480 }) passed as cookieStorage({ server }))',
+    );
+    expect(cookieStorage({ maxBytes: 12_288 }).maxBytes).toBe(12_288);
+  });
+
+  it('measures a budget against the server it is given', () => {
+    const roomy = createServer({ maxHeaderSize: 32_768 });
+    expect(cookieStorage({ maxBytes: 16_384, server: roomy }).maxBytes).toBe(16_384);
+    expect(() => cookieStorage({ maxBytes: 6_144, server: { maxHeaderSize: 8_192 } })).toThrow(
+      /maxBytes 6144 does not fit the server's maxHeaderSize of 8192 bytes/,
+    );
+  });
+
+  it('defaults to 6 KiB, and clears at most the chunks that budget can fill', () => {
+    const storage = cookieStorage();
+    expect(storage.maxBytes).toBe(6_144);
+    expect(storage.maxChunks).toBe(3);
+  });
 });
 
 describe('cookie storage bound without HTTP', () => {
