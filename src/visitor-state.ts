@@ -277,6 +277,8 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
           );
         } else {
           response.setCookie(cookie.cookieName, cookie.serialize(resolution.issue, ctx));
+          const insecure = cookie.insecureIssue?.(ctx);
+          if (insecure) onError(insecure);
         }
       }
       if (!response.headersSent) {
