@@ -58,6 +58,20 @@ async function startServer(storage: RequestScopedStorage, keys: KeyRing): Promis
       else if (op === 'set-late') {
         res.writeHead(200, { 'content-type': 'application/json' });
         await bins.set(visitor, bin, data, ttl);
+      } else if (op === 'batch') {
+        // `[bin, data]` sets, `[bin]` deletes, in order, up to the first that the budget refuses.
+        let done = 0;
+        for (const [name, value] of data as [string, unknown?][]) {
+          try {
+            if (value === undefined) await bins.delete(visitor, name);
+            else await bins.set(visitor, name, value, ttl);
+          } catch (error) {
+            if (!(error instanceof CookieError)) throw error;
+            break;
+          }
+          done++;
+        }
+        return { data: done, bins: await snapshot() };
       } else if (op === 'script') {
         // Several calls in one request, each `[method, visitor, bin, data?]`; `update` adds `data` to a number.
         const results: unknown[] = [];
@@ -322,6 +336,46 @@ describe('several visitor IDs and calls in one request', () => {
     expect(jar.lastSetCookies).toHaveLength(1);
     const next = (await jar.request(`${site}/script`, { json: [['update', 'alice', 'visits', 1]] })).json<Reply>();
     expect(next.data).toEqual([3]);
+  });
+});
+
+describe('the chunk layout under any sequence of writes', () => {
+  const names = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+  const op = fc.oneof(
+    fc.tuple(fc.constantFrom(...names), fc.integer({ min: 1, max: 1_500 })),
+    fc.tuple(fc.constantFrom(...names)),
+  );
+
+  it('reads back what was written, keeps every line under 4,096 bytes and the chunks within the budget', async () => {
+    const storage = cookieStorage();
+    const budgetSite = await start(createKeyRing([NEW_SECRET]), storage);
+    const property = fc.asyncProperty(
+      fc.array(fc.array(op, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 6 }),
+      async (requests) => {
+        const jar = createCookieJar();
+        const model: Record<string, unknown> = {};
+        for (const ops of requests) {
+          const batch = ops.map(([name, length]) => (length === undefined ? [name] : [name, randomText(length)]));
+          const res = await jar.request(`${budgetSite}/batch`, { json: batch });
+          expect(res.status).toBe(200);
+          const reply = res.json<Reply>();
+          for (const [name, value] of batch.slice(0, reply.data as number)) {
+            if (value === undefined) delete model[name as string];
+            else model[name as string] = value;
+          }
+          // Only a set is refused, and only one that would pass the budget.
+          if ((reply.data as number) < batch.length) expect(batch[reply.data as number]).toHaveLength(2);
+          expect(reply.bins).toEqual(model);
+          for (const line of res.setCookies) expect(Buffer.byteLength(line)).toBeLessThan(4_096);
+          const chunks = Object.entries(jar.cookies()).filter(([name]) => name.startsWith('vs_data.'));
+          expect(chunks.length).toBeLessThanOrEqual(storage.maxChunks);
+          const bytes = chunks.reduce((sum, [name, value]) => sum + name.length + 1 + value.length + 2, 0);
+          expect(bytes).toBeLessThanOrEqual(storage.maxBytes - 256);
+        }
+        expect((await jar.request(`${budgetSite}/bins`)).json<Reply>().bins).toEqual(model);
+      },
+    );
+    await fc.assert(property, { numRuns: 60 });
   });
 });
 
