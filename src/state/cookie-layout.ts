@@ -24,7 +24,7 @@ export interface Entry {
 
 /** A sealed group of bins and the slots that carry it. */
 export interface Unit {
-  /** Slot indices, ascending; the first carries the head of the sealed text. */
+  /** Slot indices: the head of the sealed text first, then the rest in ascending order. */
   readonly slots: readonly number[];
   /** The cookie value of each slot, as sent. */
   readonly values: readonly string[];
@@ -267,17 +267,13 @@ function assemble(
     return next;
   };
   const units: Unit[] = [...kept];
-  for (const draft of drafts) {
-    const slot = draft.slot ?? free();
-    units.push({ slots: [slot], values: [seal(draft.entries.values())], entries: draft.entries, stale: false });
-  }
-  for (const entries of spanning) {
-    const sealed = seal(entries.values());
-    const head = free();
-    const values = partsOf(sealed, head, geometry.valueCap);
-    const slots = [head, ...values.slice(1).map(free)];
-    units.push({ slots, values, entries, stale: false });
-  }
+  const add = (entries: Map<string, Entry>, head: number) => {
+    // A unit sized for one slot spans more only if its payload outgrew the estimate (an odd clock).
+    const values = partsOf(seal(entries.values()), head, geometry.valueCap);
+    units.push({ slots: [head, ...values.slice(1).map(free)], values, entries, stale: false });
+  };
+  for (const draft of drafts) add(draft.entries, draft.slot ?? free());
+  for (const entries of spanning) add(entries, free());
   return units.sort((a, b) => (a.slots[0] as number) - (b.slots[0] as number));
 }
 

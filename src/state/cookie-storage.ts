@@ -176,12 +176,19 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
     return opened && parsePayload(opened.plaintext, opened.rotated);
   };
 
+  /** The chunk index a cookie name stands for, when this store may have written it. */
+  const chunkIndex = (cookieName: string): number | undefined => {
+    const match = settings.chunkPattern.exec(cookieName);
+    const index = match ? Number(match[1]) : undefined;
+    return index !== undefined && index < geometry.slotLimit ? index : undefined;
+  };
+
   const load = (): Loaded => {
     if (loaded) return loaded;
     const held = new Map<number, string>();
     for (const [cookieName, value] of Object.entries(request.cookies)) {
-      const match = chunkPattern(cookieName);
-      if (match !== undefined && value !== undefined) held.set(match, value);
+      const index = chunkIndex(cookieName);
+      if (index !== undefined && value !== undefined) held.set(index, value);
     }
     const { units, live, rotated } = unitsFrom(held, open, request.now());
     loaded = { units, live, held };
@@ -189,12 +196,6 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
     const response = request.response;
     if (rotated && response && !response.headersSent) commit(live, undefined);
     return loaded;
-  };
-
-  const chunkPattern = (cookieName: string): number | undefined => {
-    const match = settings.chunkPattern.exec(cookieName);
-    const index = match ? Number(match[1]) : undefined;
-    return index !== undefined && index < geometry.slotLimit ? index : undefined;
   };
 
   const setChunk = (response: ResponseView, i: number, value: string, maxAge: number): void => {
@@ -212,7 +213,7 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
       throw new CookieError('set after the response headers were sent: call set before writing the body');
     }
     const now = request.now();
-    const seal = (entries: Iterable<Entry>) => request.keys.seal(purpose, payloadOf(entries, now));
+    const seal = (entries: Iterable<Entry>) => request.keys.seal(purpose, payloadOf(entries, Math.floor(now)));
     const next = plan(state.units, live, geometry, seal);
     if (!next.fits && bin !== undefined) {
       const total = VISITOR_COOKIE_BYTES + headerBytes(next.units, name);
