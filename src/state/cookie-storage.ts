@@ -128,6 +128,10 @@ export function cookieStorage(options: CookieStorageOptions = {}): CookieStorage
     );
   }
   const geometry: Geometry = { name, valueCap, slotLimit, byteBudget };
+  // What follows `; Max-Age=N` in every line, written once by the cookie package: serialising each
+  // line through it cost about a tenth of a set (measured with npm run bench, cookie storage line).
+  const tailOf = (secure: boolean) => serialize('x', '', { ...attributes, secure }).slice(2);
+  const tails = { secure: tailOf(true), plain: tailOf(false) };
   const chunkPattern = new RegExp(`^${name.replace(/[.*+^$|]/g, '\\$&')}\\.(0|[1-9]\\d?)$`);
   const purpose = `cookie-storage:${name}`;
 
@@ -137,14 +141,15 @@ export function cookieStorage(options: CookieStorageOptions = {}): CookieStorage
     maxBytes,
     maxChunks: slotLimit,
     bind(request) {
-      return bindStorage(request, { maxBytes, attributes, secure: secureOption, chunkPattern, geometry, purpose });
+      return bindStorage(request, { maxBytes, tails, secure: secureOption, chunkPattern, geometry, purpose });
     },
   };
 }
 
 interface Settings {
   readonly maxBytes: number;
-  readonly attributes: SerializeOptions;
+  /** The attributes after `Max-Age`, for Secure and for plain cookies. */
+  readonly tails: { readonly secure: string; readonly plain: string };
   readonly secure: boolean | 'auto';
   readonly chunkPattern: RegExp;
   readonly geometry: Geometry;
@@ -163,10 +168,8 @@ interface Loaded {
 function bindStorage(request: StorageRequest, settings: Settings): ReturnType<CookieStorage['bind']> {
   const { geometry, purpose } = settings;
   const { name } = geometry;
-  const attributes: SerializeOptions = {
-    ...settings.attributes,
-    secure: settings.secure === 'auto' ? request.secure : settings.secure,
-  };
+  const secure = settings.secure === 'auto' ? request.secure : settings.secure;
+  const tail = secure ? settings.tails.secure : settings.tails.plain;
   // The visitor IDs this request has written under: bins under any other ID are dropped when it writes.
   const writers = new Set<string>();
   let loaded: Loaded | undefined;
@@ -199,7 +202,8 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
   };
 
   const setChunk = (response: ResponseView, i: number, value: string, maxAge: number): void => {
-    response.setCookie(`${name}.${i}`, serialize(`${name}.${i}`, value, { ...attributes, maxAge }));
+    // Values are base64url, digits and `~`: nothing to encode.
+    response.setCookie(`${name}.${i}`, `${name}.${i}=${value}; Max-Age=${maxAge}${tail}`);
   };
 
   /** Lays out `live` over the chunks and writes the ones that changed; `bin` names the set that a budget overrun rejects. */
