@@ -122,38 +122,42 @@ describe.skipIf(!hasChromium)('cookie storage in Chromium behind node:http at de
   it.each([
     ['the default budget', undefined, 6_144],
     ['the largest budget a default Node admits', maxHeaderSize - 4_096, 12_288],
-  ])('reloads intact the largest state of %s', async (_, maxBytes, expectedBudget) => {
-    const storage = cookieStorage(maxBytes === undefined ? {} : { maxBytes });
-    expect(storage.maxBytes).toBe(expectedBudget);
-    const visitors = createVisitorState({ secret: SECRET, bins: { 'ui:*': { store: storage } }, onError: () => {} });
-    states.push(visitors);
-    const app = await startApp(visitors);
-    const context = await (browser as Browser).newContext();
-    const page = await context.newPage();
-    try {
-      await page.goto(`${app.url}/`);
-      const held = await fill(page);
-      expect(Object.keys(held).length).toBeGreaterThan(10);
+  ])(
+    'reloads intact the largest state of %s',
+    async (_, maxBytes, expectedBudget) => {
+      const storage = cookieStorage(maxBytes === undefined ? {} : { maxBytes });
+      expect(storage.maxBytes).toBe(expectedBudget);
+      const visitors = createVisitorState({ secret: SECRET, bins: { 'ui:*': { store: storage } }, onError: () => {} });
+      states.push(visitors);
+      const app = await startApp(visitors);
+      const context = await (browser as Browser).newContext();
+      const page = await context.newPage();
+      try {
+        await page.goto(`${app.url}/`);
+        const held = await fill(page);
+        expect(Object.keys(held).length).toBeGreaterThan(10);
 
-      const response = await page.goto(`${app.url}/?bins=${Object.keys(held).join(',')}`);
-      expect(response?.status()).toBe(200);
-      await page.reload();
-      expect(await shown(page)).toEqual(held);
+        const response = await page.goto(`${app.url}/?bins=${Object.keys(held).join(',')}`);
+        expect(response?.status()).toBe(200);
+        await page.reload();
+        expect(await shown(page)).toEqual(held);
 
-      // What Chromium sent: the visitor cookie and every chunk, within the budget.
-      expect(app.lastCookieBytes).toBeLessThanOrEqual(expectedBudget);
-      expect(app.lastCookieBytes).toBeGreaterThan(expectedBudget - 600);
-      const cookies = await context.cookies(app.url);
-      const chunks = cookies.filter((cookie) => cookie.name.startsWith('vs_data.'));
-      expect(chunks.length).toBeLessThanOrEqual(storage.maxChunks);
-      console.log(
-        `budget ${expectedBudget}: ${Object.keys(held).length} bins, ${JSON.stringify(held).length} characters of JSON, ` +
-          `${chunks.length} chunk cookies, a Cookie header of ${app.lastCookieBytes} bytes, reloaded intact`,
-      );
-    } finally {
-      await context.close();
-    }
-  });
+        // What Chromium sent: the visitor cookie and every chunk, within the budget.
+        expect(app.lastCookieBytes).toBeLessThanOrEqual(expectedBudget);
+        expect(app.lastCookieBytes).toBeGreaterThan(expectedBudget - 600);
+        const cookies = await context.cookies(app.url);
+        const chunks = cookies.filter((cookie) => cookie.name.startsWith('vs_data.'));
+        expect(chunks.length).toBeLessThanOrEqual(storage.maxChunks);
+        console.log(
+          `budget ${expectedBudget}: ${Object.keys(held).length} bins, ${JSON.stringify(held).length} characters of JSON, ` +
+            `${chunks.length} chunk cookies, a Cookie header of ${app.lastCookieBytes} bytes, reloaded intact`,
+        );
+      } finally {
+        await context.close();
+      }
+    },
+    120_000,
+  );
 
   it('refuses at construction a budget whose full state Node would answer with 431', async () => {
     expect(() => cookieStorage({ maxBytes: maxHeaderSize })).toThrow(ConfigError);

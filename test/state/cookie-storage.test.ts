@@ -376,7 +376,7 @@ describe('the chunk layout under any sequence of writes', () => {
       },
     );
     await fc.assert(property, { numRuns: 60 });
-  });
+  }, 120_000);
 });
 
 describe('a tampered cookie', () => {
