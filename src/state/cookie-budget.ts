@@ -10,7 +10,7 @@ export const DEFAULT_BUDGET = 6_144;
 
 /**
  * What the budget sets aside for the visitor cookie and its `; `: a default `vsid` cookie takes
- * 81 bytes, a `__Host-vsid` 88, and the resolver reads no value longer than 256 characters.
+ * 80 bytes with it, a `__Host-vsid` 87, and the resolver reads no value longer than 256 characters.
  */
 export const VISITOR_COOKIE_BYTES = 256;
 
