@@ -217,40 +217,51 @@ describe('the visitor cookie', () => {
 describe('the fingerprint resolver', () => {
   const fingerprinting = () => app({ trustProxy: 'loopback', resolvers: [cookieResolver(), fingerprintResolver()] });
 
-  it('recognises a client that keeps no cookies from its second request on', async () => {
+  /** A cookie-less client that stores a bin, then comes back: the fingerprint's shared ID. */
+  const sharedIdOf = async (url: string, headers: Record<string, string>) => {
+    await send(`${url}/set?bin=demo:seen&value=yes`, { headers });
+    return (await send(`${url}/get?bin=demo:seen`, { headers })).json().id as string;
+  };
+
+  it('recognises a client that keeps no cookies from its second request on, with what it stored', async () => {
     const { url } = await fingerprinting();
     const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' };
-    const first = await send(url, { headers });
-    const second = await send(url, { headers });
-    expect(second.json()).toMatchObject({ id: first.json().id, source: 'fingerprint', confidence: 'low' });
+    const first = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers });
+    expect(first.json()).toMatchObject({ source: 'new' });
+    const second = await send(`${url}/get?bin=demo:geo`, { headers });
+    expect(second.json()).toMatchObject({ source: 'fingerprint', confidence: 'low', value: 'Lyon' });
+    const third = await send(`${url}/get?bin=demo:geo`, { headers });
+    expect(third.json()).toMatchObject({ id: second.json().id, source: 'fingerprint', value: 'Lyon' });
   });
 
   it('never hands the fingerprint ID out in the visitor cookie', async () => {
     const { url } = await fingerprinting();
-    const reply = await send(url, { headers: { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' } });
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' };
+    const shared = await sharedIdOf(url, headers);
+    const reply = await send(url, { headers });
+    expect(reply.json()).toMatchObject({ id: shared, source: 'fingerprint' });
     const cookie = cookiePair(reply.setCookies, 'vsid') as string;
     expect(cookie).toBeDefined();
-    const next = await send(url, { headers: { cookie, 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' } });
+    const next = await send(url, { headers: { ...headers, cookie } });
     expect(next.json().source).toBe('cookie');
-    expect(next.json().id).not.toBe(reply.json().id);
+    expect(next.json().id).not.toBe(shared);
   });
 
   it('does not let an untrusted X-Forwarded-For move the fingerprint', async () => {
     const { url } = await app({ resolvers: [cookieResolver(), fingerprintResolver()] });
-    const a = await send(url, { headers: { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' } });
+    const a = await sharedIdOf(url, { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' });
     const b = await send(url, { headers: { 'user-agent': CHROME_126, 'x-forwarded-for': '203.0.113.99' } });
-    expect(a.json().source).toBe('fingerprint');
-    expect(b.json().id).toBe(a.json().id);
+    expect(b.json()).toMatchObject({ id: a, source: 'fingerprint' });
   });
 
   it('keeps the fingerprint across a Chrome minor update, and tells two IPv6 /64s apart', async () => {
     const { url } = await fingerprinting();
     const minor = CHROME_126.replace('6478.126', '6478.127');
     const at = (ua: string, ip: string) => send(url, { headers: { 'user-agent': ua, 'x-forwarded-for': ip } });
-    const a = (await at(CHROME_126, '2001:db8:1:2::10')).json().id;
+    const a = await sharedIdOf(url, { 'user-agent': CHROME_126, 'x-forwarded-for': '2001:db8:1:2::10' });
     expect((await at(minor, '2001:db8:1:2::10')).json().id).toBe(a);
     expect((await at(CHROME_126, '2001:db8:1:2:ffff::1')).json().id).toBe(a);
-    expect((await at(CHROME_126, '2001:db8:1:3::10')).json().id).not.toBe(a);
+    expect((await at(CHROME_126, '2001:db8:1:3::10')).json()).toMatchObject({ source: 'new' });
   });
 
   it('keeps a cookie keeper and a cookie refuser behind one address apart from the second request on', async () => {
