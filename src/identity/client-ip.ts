@@ -216,8 +216,9 @@ function trimOws(text: string, start = 0, end = text.length): string {
   return text.slice(start, end);
 }
 
+/** From the right: the end of a proxy header is what the nearest proxy wrote, so this stops at once. */
 const isBlank = (text: string): boolean => {
-  for (let i = 0; i < text.length; i++) if (!isOws(text.charCodeAt(i))) return false;
+  for (let i = text.length - 1; i >= 0; i--) if (!isOws(text.charCodeAt(i))) return false;
   return true;
 };
 
