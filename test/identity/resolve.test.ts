@@ -279,7 +279,87 @@ describe('the fingerprint resolver', () => {
   });
 });
 
+describe('the first request behind a fingerprint', () => {
+  const fingerprinting = () => app({ trustProxy: 'loopback', resolvers: [cookieResolver(), fingerprintResolver()] });
+  const idInCookie = (setCookies: string[]) => cookiePair(setCookies, 'vsid')?.slice('vsid='.length).split('.')[0];
+
+  it('gives a client that keeps cookies one ID from its first request on when its fingerprint holds no state', async () => {
+    const { url } = await fingerprinting();
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.20' };
+    const first = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers });
+    expect(first.json()).toMatchObject({ source: 'new', confidence: 'medium' });
+    expect(first.json().id).toBe(idInCookie(first.setCookies));
+    const cookie = cookiePair(first.setCookies, 'vsid') as string;
+    const second = await send(`${url}/get?bin=demo:geo`, { headers: { ...headers, cookie } });
+    expect(second.json()).toMatchObject({ id: first.json().id, source: 'cookie', value: 'Lyon' });
+  });
+
+  it('lends a fingerprint that holds state to the first request, and the client keeps what that request stored', async () => {
+    const { url } = await fingerprinting();
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.21' };
+    await send(`${url}/set?bin=demo:household&value=shared`, { headers });
+    const first = await send(`${url}/set?bin=demo:geo&value=mine`, { headers });
+    expect(first.json()).toMatchObject({ source: 'fingerprint', confidence: 'low' });
+    const own = idInCookie(first.setCookies);
+    expect(own).toBeDefined();
+    expect(own).not.toBe(first.json().id);
+    const cookie = cookiePair(first.setCookies, 'vsid') as string;
+    const second = await send(`${url}/get?bin=demo:geo`, { headers: { ...headers, cookie } });
+    expect(second.json()).toMatchObject({ id: own, source: 'cookie', value: 'mine' });
+  });
+
+  it('does not fingerprint a request that sends Sec-GPC: 1, unless when says so', async () => {
+    const { url } = await fingerprinting();
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.22' };
+    const shared = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers }).then(() =>
+      send(`${url}/get?bin=demo:geo`, { headers }),
+    );
+    expect(shared.json()).toMatchObject({ source: 'fingerprint', value: 'Lyon' });
+    const gpc = await send(`${url}/get?bin=demo:geo`, { headers: { ...headers, 'sec-gpc': '1' } });
+    expect(gpc.json()).toMatchObject({ source: 'new' });
+    expect(gpc.json().value).toBeUndefined();
+
+    const decided = await app({
+      trustProxy: 'loopback',
+      resolvers: [cookieResolver(), fingerprintResolver({ when: () => true })],
+    });
+    await send(`${decided.url}/set?bin=demo:geo&value=Oslo`, { headers });
+    const allowed = await send(`${decided.url}/get?bin=demo:geo`, { headers: { ...headers, 'sec-gpc': '1' } });
+    expect(allowed.json()).toMatchObject({ source: 'fingerprint', value: 'Oslo' });
+  });
+});
+
 describe('the resolver chain', () => {
+  it("accepts a custom resolver's short IDs of A-Z a-z 0-9 _ -, and keeps them in the cookie", async () => {
+    const dev: Resolver = {
+      name: 'dev',
+      resolve: (ctx) => (ctx.header('x-dev-profile') === 'p1' ? { id: 'dev-p1', confidence: 'high' } : undefined),
+    };
+    const { url, errors } = await app({ resolvers: [cookieResolver(), dev] });
+    const first = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers: { 'x-dev-profile': 'p1' } });
+    expect(first.json()).toMatchObject({ id: 'dev-p1', source: 'dev' });
+    const cookie = cookiePair(first.setCookies, 'vsid') as string;
+    expect((await send(`${url}/get?bin=demo:geo`, { headers: { cookie } })).json()).toMatchObject({
+      id: 'dev-p1',
+      source: 'cookie',
+      value: 'Lyon',
+    });
+    expect(errors).toEqual([]);
+  });
+
+  it('reports and skips a verified user that is neither a string nor a finite number', async () => {
+    for (const bad of [{ id: 1 }, [1], Number.NaN, true, '']) {
+      const { url, errors } = await app({
+        resolvers: [cookieResolver(), authResolver({ identify: () => bad as never })],
+      });
+      const reply = await send(url);
+      expect(reply.status).toBe(200);
+      expect(reply.json().source).toBe('new');
+      expect(errors).toHaveLength(1);
+      expect(errors[0]?.cause).toMatchObject({ name: 'BinError', code: 'ERR_VISITOR_STATE_BIN' });
+    }
+  });
+
   it('reports a resolver that throws and goes on with the next', async () => {
     const broken: Resolver = {
       name: 'broken',
