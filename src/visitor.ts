@@ -40,16 +40,35 @@ export interface Visitor {
   /**
    * Records, right after the application's own login, that this verified user is this
    * visitor: a later login on a device without a visitor cookie resolves to it, and with
-   * policy `'adopt'` a device with another visitor moves onto it.
+   * policy `'adopt'` a device with another visitor moves onto it. Only this user's link
+   * moves; the bins of the visitor left behind come along only when no other user is linked
+   * to it. A second user's first login on a visitor linked to another user records nothing
+   * (`'kept'`). Rejects with a `BinError` for a user ID that is not a non-empty string or a
+   * finite number (`1` and `'1'` are one user), and an adoption after the response headers
+   * are sent rejects with a `CookieError` before moving anything.
    */
   link(userId: string | number, options?: { policy?: LinkPolicy }): Promise<LinkOutcome>;
   /**
    * Moves the visitor's bins to a new random ID and re-issues the cookie; the old ID keeps
    * nothing. Call it at login when the state must not follow an ID that someone else may
-   * have planted (session fixation). Moved bins start a fresh default lifetime.
+   * have planted (session fixation). Moved bins start a fresh default lifetime. After the
+   * response headers are sent it rejects with a `CookieError` and moves nothing.
    */
   rotate(): Promise<void>;
-  /** Deletes every bin of this visitor and its links, and clears its cookies: the erasure a privacy request needs. */
+  /**
+   * Deletes every bin of this visitor and its links, and clears its cookies: the erasure a
+   * privacy request needs. On a request that a fingerprint resolved, it erases both the
+   * client's own ID and the shared fingerprint ID, since what this request stored went under
+   * both; others behind that fingerprint lose what they shared there (at most its `ttl` old).
+   *
+   * @example
+   * ```ts
+   * app.post('/privacy/erase', async (req, res) => {
+   *   await req.visitor.forget();
+   *   res.sendStatus(204);
+   * });
+   * ```
+   */
   forget(): Promise<void>;
 }
 
