@@ -25,6 +25,7 @@ export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 export type RangeMatcher = (address: IpAddress) => boolean;
 
 const MAX_ADDRESS_LENGTH = 64;
+const MAX_PROTO_LENGTH = 16;
 
 const NAMED_RANGES: ReadonlyMap<string, readonly string[]> = new Map([
   ['loopback', ['127.0.0.0/8', '::1/128']],
@@ -329,7 +330,11 @@ function* reportedHops(request: RequestView): Generator<IpAddress | undefined> {
 /** The proto the nearest proxy reported: the right-most value, which that proxy wrote or passed on. */
 function reportedProto(request: RequestView): string | undefined {
   const xfp = request.header('x-forwarded-proto');
-  if (xfp !== undefined) return trimOws(xfp, xfp.lastIndexOf(',') + 1).toLowerCase();
+  if (xfp !== undefined) {
+    const proto = trimOws(xfp, xfp.lastIndexOf(',') + 1);
+    // A scheme has no business being long: 'https' is five characters.
+    return proto.length > MAX_PROTO_LENGTH ? undefined : proto.toLowerCase();
+  }
   const forwarded = request.header('forwarded');
   if (forwarded === undefined) return undefined;
   return parseForwarded(forwarded)?.at(-1)?.get('proto')?.toLowerCase();
