@@ -223,7 +223,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     options.resolvers ?? [cookieResolver()],
     onError,
     options.randomId ?? defaultRandomId,
-    (id) => holdsState(router)(id),
+    (id) => holdsState(router, now, id),
   );
   const namespace = options.namespace ?? 'vs';
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(namespace)) {

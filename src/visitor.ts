@@ -4,6 +4,7 @@ import { userIdOf } from './identity/auth.js';
 import type { Resolution } from './identity/chain.js';
 import type { CookieResolver } from './identity/cookie.js';
 import type { Confidence, ResolverContext } from './identity/types.js';
+import { type RecentMap, recentMap } from './recent-map.js';
 import { type BinCache, type CacheSettings, createBinCache } from './state/cache.js';
 import type { BinStore, Router, StoreHandle, StoresOf } from './state/router.js';
 import type { StorageRequest } from './state/storage.js';
@@ -134,15 +135,40 @@ export async function unlinkUser(links: BinStore, key: string): Promise<void> {
   if (typeof visitorId === 'string') await links.delete(visitorId, BACK_REF + key);
 }
 
+/** Shared IDs that this process knows to hold state, with until when it trusts that, per router. */
+const knownHeld = new WeakMap<Router, RecentMap<string, number>>();
 /**
- * Whether a shared ID holds state: asked once for a first visit behind a fingerprint (a
- * cookie-less request), never on the cookie path. One `get` of the `@shared` record.
+ * How long a "holds state" answer is trusted without asking the store again. A cookie-less
+ * client comes back within minutes; after an erasure elsewhere, a first visit may be lent an
+ * empty shared ID for at most this long, which still gives the client a cookie of its own.
  */
-export function holdsState(router: Router): (id: string) => Promise<boolean> {
-  return async (id) => {
-    const store = linkStore(router);
-    return store !== undefined && (await store.get(id, HOLDS_STATE)) !== undefined;
-  };
+const HELD_TRUSTED_MS = 60_000;
+const HELD_KEPT = 10_000;
+
+const heldOf = (router: Router): RecentMap<string, number> => {
+  let held = knownHeld.get(router);
+  if (!held) {
+    held = recentMap(HELD_KEPT);
+    knownHeld.set(router, held);
+  }
+  return held;
+};
+
+/**
+ * Whether a shared ID holds state: asked for a first visit behind a fingerprint (a cookie-less
+ * request), never on the cookie path. One `get` of the `@shared` record; a "yes" is remembered
+ * for a minute, so a returning cookie-less client is answered without a store call.
+ */
+export function holdsState(router: Router, now: () => number, id: string): boolean | Promise<boolean> {
+  const held = heldOf(router);
+  const until = held.get(id);
+  if (until !== undefined && until > now()) return true;
+  const store = linkStore(router);
+  if (store === undefined) return false;
+  return store.get(id, HOLDS_STATE).then((found) => {
+    if (found !== undefined) held.set(id, now() + HELD_TRUSTED_MS);
+    return found !== undefined;
+  });
 }
 
 type VisitorActions = Pick<Visitor, 'link' | 'rotate' | 'forget'>;
@@ -199,7 +225,7 @@ class LiveVisitor implements Visitor {
     }
     const shared = owner.shared ?? (owner.own === undefined ? undefined : owner.id);
     if (shared === undefined) return cache;
-    const mark = markOnce(this.env.router, shared, owner.maxTtl ?? this.env.settings.defaultTtlMs);
+    const mark = markOnce(this.env.router, shared, owner.maxTtl ?? this.env.settings.defaultTtlMs, this.ctx.now);
     const copy =
       owner.shared === undefined
         ? undefined
@@ -240,10 +266,15 @@ class LiveVisitor implements Visitor {
 }
 
 /** Writes the `@shared` record under a shared ID once per request, after the first write there. */
-function markOnce(router: Router, sharedId: string, ttlMs: number): () => Promise<void> {
+function markOnce(router: Router, sharedId: string, ttlMs: number, now: () => number): () => Promise<void> {
   let marked: Promise<void> | undefined;
   return () => {
-    marked ??= linkStore(router)?.set(sharedId, HOLDS_STATE, 1, ttlMs) ?? Promise.resolve();
+    marked ??= (async () => {
+      const store = linkStore(router);
+      if (!store) return;
+      await store.set(sharedId, HOLDS_STATE, 1, ttlMs);
+      heldOf(router).set(sharedId, now() + Math.min(ttlMs, HELD_TRUSTED_MS));
+    })();
     return marked;
   };
 }
@@ -433,6 +464,7 @@ function actionsOf(state: LiveVisitor): VisitorActions {
         if (each === undefined) continue;
         await moveLinks(each, undefined);
         await deleteAll(each);
+        heldOf(env.router).set(each, 0);
       }
       state.become(id, state.source, state.confidence);
       sendCookie(undefined);

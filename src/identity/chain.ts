@@ -58,7 +58,7 @@ export function createChain(
   initial: readonly Resolver[],
   onError: ErrorHook,
   randomId: () => string,
-  holdsState?: (sharedId: string) => Promise<boolean>,
+  holdsState?: (sharedId: string) => boolean | Promise<boolean>,
 ): Chain {
   const resolvers = [...initial];
   const names = new Set<string>();
@@ -142,8 +142,10 @@ export function createChain(
     // the ID its new cookie carries, so a client that keeps cookies has one ID from the first
     // request on. What it stores goes under the shared ID too, for a client that keeps none.
     const own = randomId();
-    return holdsState(id).then(
-      (held) => (held ? lend(own) : minted(own, id, maxTtl)),
+    const held = holdsState(id);
+    if (typeof held === 'boolean') return held ? lend(own) : minted(own, id, maxTtl);
+    return held.then(
+      (yes) => (yes ? lend(own) : minted(own, id, maxTtl)),
       () => minted(own, id, maxTtl),
     );
   };
