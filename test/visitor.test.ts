@@ -62,6 +62,9 @@ async function app(store: StoreOption, options: { linkPolicy?: LinkPolicy; names
       authResolver({ identify: (req) => (req as { headers: Record<string, string> }).headers['x-test-user'] }),
     ],
     bins: { 'ui:*': { store: 'cookie:' } },
+    // These tests are about links and erasure, not outages: on a loaded machine a store call can
+    // pass the default 250 ms, which this app's onError would turn into a failed request.
+    timeout: 5_000,
     onVisitorChange: (change) => changes.push(change),
     onError: (error) => {
       throw error;
