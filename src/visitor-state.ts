@@ -1,6 +1,6 @@
 import { createKeyRing, randomId as defaultRandomId } from './crypto.js';
 import { type Duration, toMs } from './duration.js';
-import { ConfigError, CookieError, type ErrorHook, StorageError, type VisitorStateError } from './errors.js';
+import { ConfigError, CookieError, type ErrorHook, StorageError, VisitorStateError } from './errors.js';
 import {
   type NodeLikeRequest,
   type NodeLikeResponse,
@@ -17,7 +17,7 @@ import type { Resolver } from './identity/types.js';
 import { recentMap } from './recent-map.js';
 import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
-import { type BinRule, createRouter } from './state/router.js';
+import { type BinRule, createRouter, type StoreHandle } from './state/router.js';
 import { createVisitor, type LinkPolicy, linkKey, linkStore, type Visitor, type VisitorChange } from './visitor.js';
 
 /** Options of {@link createVisitorState}. */
@@ -71,6 +71,11 @@ export interface VisitorStateOptions {
    * @default 100000
    */
   maxEntries?: number;
+  /**
+   * Bound of the `memory:` store, in bytes of what it holds.
+   * @default 64 MiB
+   */
+  maxBytes?: number;
   /**
    * Per-bin store and lifetime by name pattern, e.g. `{ 'ui:*': { store: 'cookie:' } }`.
    * @default {}
@@ -147,7 +152,12 @@ export interface VisitorState {
   readonly cacheCookies: { readonly names: readonly string[]; readonly pattern: string };
   /** Forgets the link of a user, e.g. when the account is deleted. */
   unlink(userId: string | number): Promise<void>;
-  /** Resolves when every store is open; rejects with the `ConfigError` of one that cannot be. */
+  /**
+   * Resolves when every store (typed bins' included) is open and answers a read within the
+   * `timeout`; rejects with the `ConfigError` of one whose options cannot work, or a
+   * `StorageError` for one that cannot be reached in time. Requests work without it (a store
+   * down costs its state, not the request): call it at start to fail fast.
+   */
   ready(): Promise<void>;
   /** Removes expired entries from stores without native expiry; resolves to how many. */
   sweep(): Promise<number>;
@@ -187,9 +197,50 @@ function secretsFrom(option: string | readonly string[] | undefined): string[] {
   return list;
 }
 
+/**
+ * What caused an error, down its `cause` chain, as short as a log line wants it: a system
+ * error's code (`ECONNREFUSED`), a driver's message (`role "x" does not exist`). An
+ * AggregateError (a connection tried on IPv4 and IPv6) gives its first error.
+ */
+export function causeOf(error: unknown): string | undefined {
+  const seen: string[] = [];
+  let current = (error as { cause?: unknown } | undefined)?.cause;
+  for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
+    if (current instanceof AggregateError && current.errors.length > 0 && !current.message) current = current.errors[0];
+    const code = (current as { code?: unknown }).code;
+    const message = current instanceof Error ? current.message : String(current);
+    const text =
+      typeof code === 'string' && !message.includes(code) && !/^\d/.test(code) ? `${code}: ${message}` : message;
+    if (text && !seen.some((earlier) => earlier.includes(text))) seen.push(text);
+    current = (current as { cause?: unknown }).cause;
+  }
+  return seen.length > 0 ? seen.join(' <- ') : undefined;
+}
+
 const warn: ErrorHook = (error: VisitorStateError) => {
-  console.warn(`visitor-state: ${error.code}: ${error.message}`);
+  const cause = causeOf(error);
+  console.warn(`visitor-state: ${error.code}: ${error.message}${cause ? ` (cause: ${cause})` : ''}`);
 };
+
+/** Resolves once the store is open and answers a read, each within `timeoutMs`. */
+async function opensAndAnswers(handle: StoreHandle, timeoutMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => fail(new StorageError(`${handle.label} did not open within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([
+      handle.opened.catch((error: unknown) => {
+        if (error instanceof VisitorStateError) throw error;
+        throw new StorageError(`${handle.label} could not be opened`, { cause: error });
+      }),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+  await handle.shared()?.probe();
+}
 
 /**
  * Wires the resolver chain, the stores and the options into one object that resolves the
@@ -221,6 +272,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   const defaultTtlMs = toMs(options.ttl ?? '30d', 'ttl');
   const cacheControl = options.cacheControl ?? 'private';
 
+  const timeoutMs = toMs(options.timeout ?? 250, 'timeout');
   const router = createRouter({
     store: options.store ?? 'memory:',
     bins: options.bins ?? {},
@@ -228,9 +280,12 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     storageOptions: {
       namespace,
       maxEntries: options.maxEntries ?? 100_000,
+      ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }),
+      timeoutMs,
+      now,
       report: (error) => onError(error as VisitorStateError),
     },
-    timeoutMs: toMs(options.timeout ?? 250, 'timeout'),
+    timeoutMs,
     defaultTtlMs,
     onError,
   });
@@ -322,7 +377,9 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   const sweepTimer =
     options.sweepInterval === undefined
       ? undefined
-      : setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval')).unref();
+      : setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval'));
+  // In workerd setInterval returns a number, which has no unref.
+  (sweepTimer as { unref?: () => void } | undefined)?.unref?.();
 
   const state: VisitorState = {
     resolve(req, res) {
@@ -368,20 +425,12 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
       if (!links) return;
       const key = linkKey({ keys }, userId);
       const visitorId = await links.get(key, '@link');
+      // The link first: a crash in between leaves a back-reference to nothing, never a link forget() cannot find.
       await links.delete(key, '@link');
-      if (typeof visitorId === 'string') {
-        const keys = ((await links.get(visitorId, '@links')) as string[] | undefined) ?? [];
-        if (keys.includes(key))
-          await links.set(
-            visitorId,
-            '@links',
-            keys.filter((k) => k !== key),
-            env.linkTtlMs,
-          );
-      }
+      if (typeof visitorId === 'string') await links.delete(visitorId, `@link:${key}`);
     },
     async ready() {
-      await Promise.all(router.handles().map((handle) => handle.opened));
+      await Promise.all(router.handles().map((handle) => opensAndAnswers(handle, timeoutMs)));
     },
     sweep,
     async close() {

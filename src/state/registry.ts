@@ -47,11 +47,15 @@ export function registerStorage(scheme: string, factory: StorageFactory): void {
 const isKeyv = (store: object): store is KeyvInstance =>
   'opts' in store && typeof (store as { on?: unknown }).on === 'function';
 
-/** Opens what the `store` option names; the URL's password never appears in an error. */
-export async function openStorage(
+/**
+ * Opens what the `store` option names; the URL's password never appears in an error. A
+ * factory that answers at once (memory, cookies, an object) is answered at once, so the
+ * router knows a request-scoped store without waiting.
+ */
+export function openStorage(
   store: StoreOption,
   options: StorageOptions,
-): Promise<Storage | RequestScopedStorage> {
+): Storage | RequestScopedStorage | Promise<Storage | RequestScopedStorage> {
   if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
   // Several cluster seeds (redis://h1:7000,h2:7001/) are not one URL's host: the Redis factory parses them.
   if (/^rediss?:\/\/[^/?#]*,/i.test(store)) return redisStorage(store, options);
