@@ -18,6 +18,7 @@ import { recentMap } from './recent-map.js';
 import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter, type StoreHandle } from './state/router.js';
+import type { RequestScopedStorage, Storage } from './state/storage.js';
 import { createVisitor, type LinkPolicy, linkKey, linkStore, type Visitor, type VisitorChange } from './visitor.js';
 
 /** Options of {@link createVisitorState}. */
@@ -359,10 +360,21 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     }
   };
 
+  /** The handle's storage once open, without waiting past the timeout for one that may never open. */
+  const openedWithin = async (handle: StoreHandle) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<undefined>((done) => {
+      timer = setTimeout(() => done(undefined), timeoutMs);
+    });
+    const storage = await Promise.race([handle.opened.catch(() => undefined), late]);
+    clearTimeout(timer);
+    return storage;
+  };
+
   const sweep = async (): Promise<number> => {
     let removed = 0;
     for (const handle of router.handles()) {
-      const storage = await handle.opened.catch(() => undefined);
+      const storage = await openedWithin(handle);
       if (storage && 'sweep' in storage && typeof storage.sweep === 'function') {
         try {
           removed += await storage.sweep();
@@ -437,8 +449,11 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
       clearInterval(sweepTimer);
       await Promise.all(
         router.handles().map(async (handle) => {
-          const storage = await handle.opened.catch(() => undefined);
-          if (storage && 'close' in storage && typeof storage.close === 'function') await storage.close();
+          // A store that opens after close() is closed once it does.
+          const closeIt = (storage: Storage | RequestScopedStorage) =>
+            'close' in storage && typeof storage.close === 'function' ? storage.close() : undefined;
+          if (!(await openedWithin(handle))) void handle.opened.then(closeIt, () => {});
+          else await closeIt(await handle.opened);
         }),
       );
     },

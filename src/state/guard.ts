@@ -54,6 +54,13 @@ const failure = (label: string, what: string, error: unknown): StorageError =>
         cause: error,
       });
 
+/**
+ * A listing (for forget, rotate, adoption: never on a page's path) may take this many
+ * timeouts: it reads every bin of a visitor, and a store that cannot find them by visitor
+ * (a Keyv instance) walks all its keys.
+ */
+const LISTING = 20;
+
 /** Programming errors pass through unreported: a store failure is anything else. */
 const isProgrammingError = (error: unknown) => error instanceof VisitorStateError && !(error instanceof StorageError);
 
@@ -101,12 +108,13 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
   };
 
   // Plain promise chains, not async functions: at 50 calls in flight every extra promise shows.
-  const call = <T>(what: string, go: (storage: CompleteStorage) => Promise<T>): Promise<T> => {
+  const call = <T>(what: string, go: (storage: CompleteStorage) => Promise<T>, factor = 1): Promise<T> => {
     if (timeoutMs === undefined) return run(go);
+    const bound = timeoutMs * factor;
     return new Promise<T>((resolve, reject) => {
       const entry = {
-        deadline: Date.now() + timeoutMs,
-        fail: () => reject(new StorageError(`${label} did not answer ${what} within ${timeoutMs} ms`)),
+        deadline: Date.now() + bound,
+        fail: () => reject(new StorageError(`${label} did not answer ${what} within ${bound} ms`)),
       };
       pending.add(entry);
       if (ticker === undefined) {
@@ -127,8 +135,8 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
     });
   };
 
-  const write = <T>(what: string, go: (storage: CompleteStorage) => Promise<T>): Promise<T> =>
-    call(what, go).catch((error: unknown) => {
+  const write = <T>(what: string, go: (storage: CompleteStorage) => Promise<T>, factor = 1): Promise<T> =>
+    call(what, go, factor).catch((error: unknown) => {
       if (isProgrammingError(error)) throw error;
       const reported = failure(label, what, error);
       onError(reported);
@@ -164,8 +172,8 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
     add: (visitorId, bin, data, ttlMs) => write('add', (s) => s.add(visitorId, bin, data, ttlMs)),
     update: (visitorId, bin, next, ttlMs) => write('update', (s) => s.update(visitorId, bin, next, ttlMs)),
     delete: (visitorId, bin) => write('delete', (s) => s.delete(visitorId, bin)),
-    bins: (visitorId) => write('list bins', (s) => s.bins(visitorId)),
-    entries: (visitorId) => write('list bins', (s) => s.entries(visitorId)),
+    bins: (visitorId) => write('list bins', (s) => s.bins(visitorId), LISTING),
+    entries: (visitorId) => write('list bins', (s) => s.entries(visitorId), LISTING),
     get peek() {
       return opened?.peek ? peek : undefined;
     },

@@ -44,7 +44,8 @@ export function registerStorage(scheme: string, factory: StorageFactory): void {
   registered.set(name, factory);
 }
 
-const isKeyv = (store: object): store is KeyvInstance =>
+/** Whether the `store` option is a Keyv instance rather than a storage. */
+export const isKeyv = (store: object): store is KeyvInstance =>
   'opts' in store && typeof (store as { on?: unknown }).on === 'function';
 
 /**

@@ -3,7 +3,7 @@ import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import type { ListedBin } from './capabilities.js';
 import { type GuardedStorage, guardStorage } from './guard.js';
 import { describeStore } from './load-peer.js';
-import { openStorage, type StoreOption } from './registry.js';
+import { isKeyv, openStorage, type StoreOption } from './registry.js';
 import {
   isRequestScoped,
   type RequestScopedStorage,
@@ -89,7 +89,8 @@ export const declareStore = (store: StoreOption): void => {
   declaredStores.add(store);
 };
 
-const describe = (store: StoreOption) => (typeof store === 'string' ? describeStore(store) : 'custom storage');
+const describe = (store: StoreOption) =>
+  typeof store === 'string' ? describeStore(store) : isKeyv(store) ? 'Keyv instance' : 'custom storage';
 
 const DEFAULT_COOKIE_STORE = 'vs_data';
 const escapeRegExp = (text: string) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&');

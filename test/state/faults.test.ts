@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   ConfigError,
   createVisitorState,
@@ -12,7 +12,14 @@ import {
 } from '../../src/index.js';
 import { type CookieJar, createCookieJar } from '../helpers/cookie-jar.js';
 import { serve } from '../helpers/http.js';
-import { needRedisServer, privateRedis, type RedisProcess } from '../helpers/services.js';
+import {
+  DATABASE_URL,
+  freePort,
+  needPostgres,
+  needRedisServer,
+  privateRedis,
+  type RedisProcess,
+} from '../helpers/services.js';
 
 // No process-wide unhandledRejection listener here on purpose: vitest fails the run on one.
 
@@ -71,6 +78,7 @@ const ask = async (jar: CookieJar, app: App, query: string) => {
 };
 
 const redisServer = await needRedisServer();
+const postgresUp = await needPostgres();
 
 describe.runIf(redisServer)('a Redis that stops in the middle of a run of requests', () => {
   let redis: RedisProcess;
@@ -222,5 +230,51 @@ describe('a SQLite path that cannot be opened', () => {
       expect(error.message).toContain((ready as Error).message);
       expect(error.cause).toBe(ready);
     }
+  });
+});
+
+describe('a Redis on a closed port', () => {
+  it('costs a node:http handler that calls set without catching only its state: 200s, and onError hears each failure', async () => {
+    const port = await freePort();
+    const app = await startApp({ store: `redis://127.0.0.1:${port}`, timeout: 200 });
+    const jar = createCookieJar();
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await ask(jar, app, `set=mymod:n&value=${i}&get=mymod:n`));
+    expect(answers.map((answer) => [answer.wrote, answer.read])).toEqual(answers.map(() => [false, null]));
+    const failed = (what: string) =>
+      app.errors.filter((error) => error instanceof StorageError && error.message.includes(what)).length;
+    expect(failed('set')).toBe(5);
+    expect(failed('get')).toBe(5);
+  });
+});
+
+describe('the default onError line', () => {
+  const warned = async (store: string, timeout: number) => {
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'warn').mockImplementation((line: unknown) => {
+      lines.push(String(line));
+    });
+    try {
+      const visitors = createVisitorState({ secret: SECRET, store, timeout });
+      const visitor = await visitors.resolve({ headers: {} });
+      expect(await visitor.cache.set('mymod:geo', 'Lyon')).toBe(false);
+      await visitors.close();
+    } finally {
+      spy.mockRestore();
+    }
+    return lines.filter((line) => line.startsWith('visitor-state: ERR_VISITOR_STATE_STORAGE'));
+  };
+
+  it('names the cause of a refused connection', async () => {
+    const lines = await warned(`redis://127.0.0.1:${await freePort()}`, 300);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.some((line) => line.includes('ECONNREFUSED'))).toBe(true);
+  });
+
+  it.runIf(postgresUp)('names the cause of a PostgreSQL refusal', async () => {
+    const url = new URL(DATABASE_URL);
+    url.username = 'no_such_role_vs';
+    const lines = await warned(url.href, 2_000);
+    expect(lines.some((line) => line.includes('role "no_such_role_vs" does not exist'))).toBe(true);
   });
 });

@@ -290,6 +290,67 @@ describe("the bin index visitor-state keeps for a storage that cannot list a vis
   });
 });
 
+describe.each([
+  ['over a Map', () => new Keyv({ namespace: `vs-scan-${randomId()}` }), true],
+  [
+    'over @keyv/redis',
+    () => new Keyv({ store: new KeyvRedis(REDIS_URL), namespace: `vs-scan-${randomId()}` }),
+    redisUp,
+  ],
+] as const)('forget() and rotate() on a Keyv instance %s', (_name, makeKeyv, up) => {
+  const keysOf = async (keyv: Keyv) => {
+    const keys: string[] = [];
+    for await (const [key] of keyv.iterator?.(undefined) ?? []) keys.push(key as string);
+    return keys;
+  };
+  const visitorOn = async (keyv: Keyv) => {
+    const visitors = createVisitorState({ secret: 'storages-test-secret-0123456789abcdefghij', store: keyv });
+    const response = {
+      headersSent: false,
+      getHeader: () => undefined,
+      setHeader() {},
+      appendHeader() {},
+      setCookie() {},
+    };
+    const visitor = await visitors.resolveView(
+      { header: () => undefined, peerAddress: '127.0.0.1', encrypted: false, raw: {} },
+      response,
+    );
+    return { visitors, visitor };
+  };
+
+  it.runIf(up)('leaves no key of the visitor after forget()', async () => {
+    const keyv = makeKeyv();
+    const { visitors, visitor } = await visitorOn(keyv);
+    const id = visitor.id;
+    await visitor.cache.set('mymod:a', 1);
+    await visitor.cache.set('mymod:b', { b: 2 });
+    expect((await keysOf(keyv)).filter((key) => key.includes(id))).toHaveLength(2);
+    await visitor.forget();
+    expect((await keysOf(keyv)).filter((key) => key.includes(id))).toEqual([]);
+    await visitors.close();
+    await keyv.disconnect();
+  });
+
+  it.runIf(up)('reads every bin under the new ID after rotate(), and keeps none under the old', async () => {
+    const keyv = makeKeyv();
+    const { visitors, visitor } = await visitorOn(keyv);
+    const from = visitor.id;
+    await visitor.cache.set('mymod:a', 1);
+    await visitor.cache.set('mymod:b', { b: 2 });
+    await visitor.rotate();
+    expect(await visitor.cache.getMany(['mymod:a', 'mymod:b'])).toEqual([1, { b: 2 }]);
+    const keys = await keysOf(keyv);
+    expect(keys.filter((key) => key.includes(from))).toEqual([]);
+    expect(keys.filter((key) => key.includes(visitor.id)).sort()).toEqual([
+      `${visitor.id}:mymod:a`,
+      `${visitor.id}:mymod:b`,
+    ]);
+    await visitors.close();
+    await keyv.disconnect();
+  });
+});
+
 describe('a Keyv store that fails', () => {
   it('rejects reads and writes with a StorageError, and reports the failure', async () => {
     const port = await freePort();
