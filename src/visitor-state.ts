@@ -223,11 +223,18 @@ const warn: ErrorHook = (error: VisitorStateError) => {
   console.warn(`visitor-state: ${error.code}: ${error.message}${cause ? ` (cause: ${cause})` : ''}`);
 };
 
-/** Resolves once the store is open and answers a read, each within `timeoutMs`. */
+/**
+ * Opening a store (a connection, a TLS handshake, a schema) may take this many timeouts; the
+ * read that follows it, one.
+ */
+const OPENING = 20;
+
+/** Resolves once the store is open (within {@link OPENING} timeouts) and answers a read (within one). */
 async function opensAndAnswers(handle: StoreHandle, timeoutMs: number): Promise<void> {
+  const bound = timeoutMs * OPENING;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, fail) => {
-    timer = setTimeout(() => fail(new StorageError(`${handle.label} did not open within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => fail(new StorageError(`${handle.label} did not open within ${bound} ms`)), bound);
   });
   try {
     await Promise.race([
