@@ -313,7 +313,8 @@ registerStorage('file', (url, { namespace }) => {
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const folder = resolve(process.env.VISITOR_STATE_FILES ?? './data/files');
-  const visitors = createVisitorState({ store: pathToFileURL(folder).href, sweepInterval: '10m' });
+  // An update takes the bin's lock and waits for the disk (datasync): give it more than the 250 ms default.
+  const visitors = createVisitorState({ store: pathToFileURL(folder).href, sweepInterval: '10m', timeout: '2s' });
   await visitors.ready();
 
   const server = createServer(async (req, res) => {

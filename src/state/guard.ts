@@ -135,9 +135,14 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
     });
   };
 
-  const write = <T>(what: string, go: (storage: CompleteStorage) => Promise<T>, factor = 1): Promise<T> =>
+  const write = <T>(
+    what: string,
+    go: (storage: CompleteStorage) => Promise<T>,
+    factor = 1,
+    ours?: (error: unknown) => boolean,
+  ): Promise<T> =>
     call(what, go, factor).catch((error: unknown) => {
-      if (isProgrammingError(error)) throw error;
+      if (isProgrammingError(error) || ours?.(error)) throw error;
       const reported = failure(label, what, error);
       onError(reported);
       throw reported;
@@ -170,7 +175,24 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
       ),
     set: (visitorId, bin, data, ttlMs) => write('set', (s) => s.set(visitorId, bin, data, ttlMs)),
     add: (visitorId, bin, data, ttlMs) => write('add', (s) => s.add(visitorId, bin, data, ttlMs)),
-    update: (visitorId, bin, next, ttlMs) => write('update', (s) => s.update(visitorId, bin, next, ttlMs)),
+    update(visitorId, bin, next, ttlMs) {
+      // What `next` throws is the caller's own error, not the store's: it passes unreported.
+      let thrown: { error: unknown } | undefined;
+      const watched = (current: unknown) => {
+        try {
+          return next(current);
+        } catch (error) {
+          thrown = { error };
+          throw error;
+        }
+      };
+      return write(
+        'update',
+        (s) => s.update(visitorId, bin, watched, ttlMs),
+        1,
+        (error) => thrown?.error === error,
+      );
+    },
     delete: (visitorId, bin) => write('delete', (s) => s.delete(visitorId, bin)),
     bins: (visitorId) => write('list bins', (s) => s.bins(visitorId), LISTING),
     entries: (visitorId) => write('list bins', (s) => s.entries(visitorId), LISTING),

@@ -34,6 +34,8 @@ export interface StoreHandle {
   readonly opened: Promise<Opened>;
   /** Whether it lives in each request (cookies); `undefined` while its factory has not answered. */
   requestScoped(): boolean | undefined;
+  /** What its factory made, once it has answered. */
+  current(): Opened | undefined;
   /** The guarded shared storage; `undefined` for a request-scoped one. */
   shared(): GuardedStorage | undefined;
   readonly migrateFrom: StoreHandle | undefined;
@@ -125,6 +127,7 @@ export function createRouter(options: RouterOptions): Router {
       label,
       opened,
       requestScoped: () => (settled === undefined ? undefined : isRequestScoped(settled)),
+      current: () => settled,
       shared() {
         if (settled !== undefined && isRequestScoped(settled)) return undefined;
         guarded ??= guardStorage(
@@ -208,10 +211,9 @@ export function createRouter(options: RouterOptions): Router {
     handles,
     cookieStores: () => {
       handles();
-      return [...byKey.entries()].flatMap(([store, handle]) => {
-        if (handle.requestScoped() !== true) return [];
-        const scoped = typeof store === 'object' && isRequestScoped(store as Opened) ? store : undefined;
-        return [(scoped as RequestScopedStorage | undefined)?.cookieName ?? DEFAULT_COOKIE_STORE];
+      return [...byKey.values()].flatMap((handle) => {
+        const made = handle.current();
+        return made && isRequestScoped(made) ? [made.cookieName ?? DEFAULT_COOKIE_STORE] : [];
       });
     },
   };

@@ -807,6 +807,22 @@ describe('cache.update', () => {
     expect(await getBin(jar, app, 'mymod:geo')).not.toHaveProperty('value');
   });
 
+  it("rejects with fn's own error, unreported, and writes nothing", async () => {
+    const { storage } = atomicMap();
+    const errors: VisitorStateError[] = [];
+    const visitors = createVisitorState({ secret: SECRET, store: storage, onError: (error) => errors.push(error) });
+    const visitor = await visitors.resolve({ headers: {} });
+    await visitor.cache.set('mymod:n', 1);
+    const bug = new TypeError('not a number');
+    const failed = visitor.cache.update('mymod:n', () => {
+      throw bug;
+    });
+    await expect(failed).rejects.toBe(bug);
+    expect(errors).toEqual([]);
+    expect(await storage.get(visitor.id, 'mymod:n')).toBe(1);
+    await visitors.close();
+  });
+
   it('refuses with a ConfigError naming the store and update() where the store cannot update atomically', async () => {
     const app = await startApp({ store: new Keyv() }, counter());
     const reply = await createCookieJar().request(app.at('/count?bin=mymod:visits'));
