@@ -493,49 +493,6 @@ async function cookiePart(): Promise<void> {
   compare(ours, iron, { target: { fasterBy: 20 } });
 }
 
-/** A returning visitor's resolve() + cache.get() on the memory store, read through peek and through get. */
-async function binCachePart(): Promise<void> {
-  const withPeek = lib.memoryStorage();
-  // The same store without its synchronous read: the bin cache then awaits get.
-  const { peek: _unused, ...withoutPeek } = lib.memoryStorage();
-  const setUp = async (store: Storage) => {
-    const visitors = lib.createVisitorState({ secret: SECRET, store });
-    const first = fakeResponse();
-    const newcomer = await visitors.resolve({ headers: {} }, first);
-    await newcomer.cache.set('bench:geo', binValue(1));
-    const line = String(first.headers.get('set-cookie'));
-    const cookie = line.slice(0, line.indexOf(';'));
-    return async () => {
-      const visitor = await visitors.resolve({ headers: { cookie } }, fakeResponse());
-      return visitor.cache.get('bench:geo');
-    };
-  };
-  const [peeked, awaited] = [await setUp(withPeek), await setUp(withoutPeek)];
-  const per = 50;
-  const [viaPeek, viaGet] = await measure(
-    [
-      {
-        label: 'resolve() + cache.get, memory store read through peek',
-        ops: per,
-        run: async () => {
-          for (let i = 0; i < per; i++) sink.value = await peeked();
-        },
-      },
-      {
-        label: 'resolve() + cache.get, memory store read through get',
-        ops: per,
-        run: async () => {
-          for (let i = 0; i < per; i++) sink.value = await awaited();
-        },
-      },
-    ],
-    { timeMs: TIME_MS },
-  );
-  if (!viaPeek || !viaGet) throw new Error('missing figures');
-  heading('the bin cache on the memory store: a synchronous peek against an awaited get');
-  compare(viaPeek, viaGet);
-}
-
 async function roundTripPart(): Promise<void> {
   const raw = createClient({ url: REDIS_URL });
   raw.on('error', (error) => console.warn(`raw redis client: ${String(error)}`));
@@ -593,7 +550,6 @@ const redactUrl = (url: string) => url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:**
 
 console.log(`storage: ${measuredCode()}; each figure is the mean of a round, median of 5 rounds`);
 await memoryPart();
-await binCachePart();
 await sqlitePart();
 if (await canConnect(REDIS_URL)) {
   await redisPart();

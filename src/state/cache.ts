@@ -169,7 +169,6 @@ class RequestBinCache implements BinCache {
     this.#stores = stores;
   }
 
-  // Not async: a bin read through a store's `peek` costs one promise, the one returned.
   get<T>(ref: BinRef<T>): Promise<T | undefined> {
     try {
       const known = this.#load(this.#route(ref));
@@ -286,14 +285,9 @@ class RequestBinCache implements BinCache {
     const known = this.#memo?.get(`${id} ${routed.name}`);
     if (known) return known;
     const plain = routed.handle.plain();
-    let loading: Known | Promise<Known>;
-    if (plain?.peek) loading = Known.read(plain.peek(id, routed.name));
-    else if (plain) loading = plain.get(id, routed.name).then(Known.read);
-    else
-      loading = this.#stores
-        .of(routed.handle)
-        .then((store) => store.get(id, routed.name))
-        .then(Known.read);
+    const loading = (
+      plain ? plain.get(id, routed.name) : this.#stores.of(routed.handle).then((store) => store.get(id, routed.name))
+    ).then(Known.read);
     this.#remember(id, routed.name, loading);
     return loading;
   }

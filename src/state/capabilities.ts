@@ -21,8 +21,6 @@ export interface CompleteStorage {
   update(visitorId: string, bin: string, next: (current: unknown) => unknown, ttlMs: number): Promise<unknown>;
   bins(visitorId: string): Promise<string[]>;
   entries(visitorId: string): Promise<ListedBin[]>;
-  /** The store's synchronous read, when it has one. */
-  readonly peek: ((visitorId: string, bin: string) => unknown) | undefined;
   /** Whether the store itself has the method (not a fallback). */
   has(capability: Capability): boolean;
 }
@@ -176,7 +174,6 @@ export function withFallbacks(storage: Storage, label: string, options: Fallback
       const data = await getMany(visitorId, names);
       return names.flatMap((bin, i) => (data[i] === undefined ? [] : [{ bin, data: data[i], expiresAt: undefined }]));
     },
-    peek: storage.peek ? (visitorId, bin) => (storage.peek as NonNullable<Storage['peek']>)(visitorId, bin) : undefined,
     has: own,
   };
 }

@@ -22,11 +22,6 @@ export interface GuardedStorage {
   /** Every bin of the visitor, the library's `@` records included. */
   bins(visitorId: string): Promise<string[]>;
   entries(visitorId: string): Promise<ListedBin[]>;
-  /**
-   * The store's synchronous read once it is open and has one (`peek`): the data, or
-   * `undefined` after a failure was reported. `undefined` as a method when there is none.
-   */
-  readonly peek: ((visitorId: string, bin: string) => unknown) | undefined;
   /** Resolves once the store is open and answers a read; rejects with why not (a `StorageError` for a store down or slow). */
   probe(): Promise<void>;
 }
@@ -155,16 +150,6 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
       return absent;
     });
 
-  const peek = (visitorId: string, bin: string): unknown => {
-    try {
-      return (opened as CompleteStorage).peek?.(visitorId, bin);
-    } catch (error) {
-      if (isProgrammingError(error)) throw error;
-      onError(failure(label, 'get', error));
-      return undefined;
-    }
-  };
-
   const guarded: GuardedStorage = {
     get: (visitorId, bin) => read('get', (s) => s.get(visitorId, bin), undefined),
     getMany: (visitorId, bins) =>
@@ -196,9 +181,6 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
     delete: (visitorId, bin) => write('delete', (s) => s.delete(visitorId, bin)),
     bins: (visitorId) => write('list bins', (s) => s.bins(visitorId), LISTING),
     entries: (visitorId) => write('list bins', (s) => s.entries(visitorId), LISTING),
-    get peek() {
-      return opened?.peek ? peek : undefined;
-    },
     probe: () =>
       call('a read', (s) => s.get('visitor-state-ready', '@ready')).then(
         () => undefined,

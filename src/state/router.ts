@@ -24,7 +24,7 @@ export interface BinRule {
  * The calls the library makes on one store within one request: reads resolve to "absent"
  * after reporting a failure; writes and listings reject with a `StorageError` after reporting.
  */
-export type BinStore = Omit<GuardedStorage, 'peek' | 'probe'>;
+export type BinStore = Omit<GuardedStorage, 'probe'>;
 
 type Opened = Storage | RequestScopedStorage;
 
@@ -41,7 +41,7 @@ export interface StoreHandle {
   readonly migrateFrom: StoreHandle | undefined;
   /**
    * The guarded storage when every request uses it as it is (shared, nothing to migrate
-   * from): the bin cache then reaches it without a promise, and through `peek` where it has one.
+   * from): the bin cache then reads it without waiting for this request's binding.
    */
   plain(): GuardedStorage | undefined;
 }
