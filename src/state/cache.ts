@@ -161,6 +161,11 @@ class RequestBinCache implements BinCache {
   readonly #owner: CacheOwner;
   readonly #settings: CacheSettings;
   readonly #stores: StoresOf;
+  // The first bin a request reads is kept in three fields, and a Map is made for a second one:
+  // most requests read one bin, and a Map plus a key string per request showed in resolve + get.
+  #firstId: string | undefined;
+  #firstName: string | undefined;
+  #first: Known | Promise<Known> | undefined;
   #memo: Map<string, Known | Promise<Known>> | undefined;
 
   constructor(owner: CacheOwner, settings: CacheSettings, stores: StoresOf) {
@@ -169,6 +174,7 @@ class RequestBinCache implements BinCache {
     this.#stores = stores;
   }
 
+  // Not async: a bin read through a store's peek costs one promise, the one returned.
   get<T>(ref: BinRef<T>): Promise<T | undefined> {
     try {
       const known = this.#load(this.#route(ref));
@@ -182,7 +188,7 @@ class RequestBinCache implements BinCache {
     const routed = refs.map((ref) => this.#route(ref));
     const groups = new Map<StoreHandle, Routed[]>();
     for (const r of routed) {
-      if (this.#memo?.has(`${this.#readerOf(r.handle)} ${r.name}`)) continue;
+      if (this.#recall(this.#readerOf(r.handle), r.name)) continue;
       const group = groups.get(r.handle);
       if (!group) groups.set(r.handle, [r]);
       else if (!group.some((g) => g.name === r.name)) group.push(r);
@@ -282,25 +288,45 @@ class RequestBinCache implements BinCache {
 
   #load(routed: Routed): Known | Promise<Known> {
     const id = this.#readerOf(routed.handle);
-    const known = this.#memo?.get(`${id} ${routed.name}`);
+    const known = this.#recall(id, routed.name);
     if (known) return known;
     const plain = routed.handle.plain();
-    const loading = (
-      plain ? plain.get(id, routed.name) : this.#stores.of(routed.handle).then((store) => store.get(id, routed.name))
-    ).then(Known.read);
+    // A store in this process answers at once through peek: such a get costs the one promise it returns.
+    const loading = plain?.peek
+      ? Known.read(plain.peek(id, routed.name))
+      : (plain
+          ? plain.get(id, routed.name)
+          : this.#stores.of(routed.handle).then((store) => store.get(id, routed.name))
+        ).then(Known.read);
     this.#remember(id, routed.name, loading);
     return loading;
   }
 
   async #textOf(id: string, name: string): Promise<string | undefined | null> {
-    const known = this.#memo?.get(`${id} ${name}`);
+    const known = this.#recall(id, name);
     // null: this request does not know what the target holds.
     return known === undefined ? null : (await known).text();
   }
 
   #remember(id: string, name: string, known: Known | Promise<Known>): void {
+    if (this.#firstName === undefined || (name === this.#firstName && id === this.#firstId)) {
+      this.#firstId = id;
+      this.#firstName = name;
+      this.#first = known;
+      return;
+    }
     this.#memo ??= new Map();
     this.#memo.set(`${id} ${name}`, known);
+  }
+
+  #recall(id: string, name: string): Known | Promise<Known> | undefined {
+    if (name === this.#firstName && id === this.#firstId) return this.#first;
+    return this.#memo?.get(`${id} ${name}`);
+  }
+
+  #forget(id: string, name: string): void {
+    if (name === this.#firstName && id === this.#firstId) this.#first = undefined;
+    this.#memo?.delete(`${id} ${name}`);
   }
 
   /**
@@ -328,8 +354,8 @@ class RequestBinCache implements BinCache {
     } catch (error) {
       if (!(error instanceof StorageError)) throw error;
       // What the store holds is unknown now: the next read asks it.
-      this.#memo?.delete(`${id} ${routed.name}`);
-      if (own !== undefined) this.#memo?.delete(`${own} ${routed.name}`);
+      this.#forget(id, routed.name);
+      if (own !== undefined) this.#forget(own, routed.name);
       return false;
     }
   }

@@ -22,6 +22,11 @@ export interface GuardedStorage {
   /** Every bin of the visitor, the library's `@` records included. */
   bins(visitorId: string): Promise<string[]>;
   entries(visitorId: string): Promise<ListedBin[]>;
+  /**
+   * The store's synchronous read (`peek`) once it is open and has one: the data, or
+   * `undefined` after a failure was reported; `undefined` as a method where there is none.
+   */
+  readonly peek: ((visitorId: string, bin: string) => unknown) | undefined;
   /** Resolves once the store is open and answers a read; rejects with why not (a `StorageError` for a store down or slow). */
   probe(): Promise<void>;
 }
@@ -80,7 +85,14 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
   };
 
   let opened: CompleteStorage | undefined;
+  // A storage with `peek` lives in this process and answers without I/O (Storage.peek): it
+  // cannot hang, so its calls skip the deadline bookkeeping, which cost a sequential get on
+  // the memory store about 4.5 us of its 6 (1.2 us without).
+  let inProcess = false;
+  let peekOf: Storage['peek'];
   const complete = (storage: Storage) => {
+    inProcess = typeof storage.peek === 'function';
+    peekOf = storage.peek?.bind(storage);
     opened = withFallbacks(observe(storage, label), label, { local: options.local === true });
     return opened;
   };
@@ -104,7 +116,7 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
 
   // Plain promise chains, not async functions: at 50 calls in flight every extra promise shows.
   const call = <T>(what: string, go: (storage: CompleteStorage) => Promise<T>, factor = 1): Promise<T> => {
-    if (timeoutMs === undefined) return run(go);
+    if (timeoutMs === undefined || inProcess) return run(go);
     const bound = timeoutMs * factor;
     return new Promise<T>((resolve, reject) => {
       const entry = {
@@ -150,6 +162,16 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
       return absent;
     });
 
+  const peek = (visitorId: string, bin: string): unknown => {
+    try {
+      return (peekOf as NonNullable<Storage['peek']>)(visitorId, bin);
+    } catch (error) {
+      if (isProgrammingError(error)) throw error;
+      onError(failure(label, 'get', error));
+      return undefined;
+    }
+  };
+
   const guarded: GuardedStorage = {
     get: (visitorId, bin) => read('get', (s) => s.get(visitorId, bin), undefined),
     getMany: (visitorId, bins) =>
@@ -181,6 +203,9 @@ export function guardStorage(open: Promise<Storage> | Storage, options: GuardOpt
     delete: (visitorId, bin) => write('delete', (s) => s.delete(visitorId, bin)),
     bins: (visitorId) => write('list bins', (s) => s.bins(visitorId), LISTING),
     entries: (visitorId) => write('list bins', (s) => s.entries(visitorId), LISTING),
+    get peek() {
+      return peekOf ? peek : undefined;
+    },
     probe: () =>
       call('a read', (s) => s.get('visitor-state-ready', '@ready')).then(
         () => undefined,

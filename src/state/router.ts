@@ -24,7 +24,7 @@ export interface BinRule {
  * The calls the library makes on one store within one request: reads resolve to "absent"
  * after reporting a failure; writes and listings reject with a `StorageError` after reporting.
  */
-export type BinStore = Omit<GuardedStorage, 'probe'>;
+export type BinStore = Omit<GuardedStorage, 'peek' | 'probe'>;
 
 type Opened = Storage | RequestScopedStorage;
 
@@ -141,8 +141,15 @@ export function createRouter(options: RouterOptions): Router {
         return guarded;
       },
       migrateFrom: migrateFrom === undefined ? undefined : open(migrateFrom),
-      plain: () => (settled === undefined || handle.migrateFrom ? undefined : handle.shared()),
+      plain: () => plain,
     };
+    // Known once the factory answered: read on every request, so worked out once.
+    let plain: GuardedStorage | undefined;
+    const settle = () => {
+      if (settled !== undefined && !handle.migrateFrom) plain = handle.shared();
+    };
+    settle();
+    opened.then(settle, () => {});
     byKey.set(store, handle);
     return handle;
   };

@@ -78,7 +78,8 @@ export interface Storage {
   sweep?(): Promise<number>;
   /**
    * A synchronous `get`, for a storage in this process that answers without I/O: the data (a
-   * fresh copy) or `undefined`. Where present, the bin cache reads through it without a promise.
+   * fresh copy) or `undefined`. Having it says the storage lives in this process and cannot
+   * hang: the library then skips the timeout bookkeeping of its calls.
    */
   peek?(visitorId: string, bin: string): unknown;
   close?(): Promise<void>;
