@@ -152,7 +152,8 @@ const copyOf = (known: Known) => known.copy();
 /**
  * The bin cache of one visitor for one request, and the request's memo of bins: the one
  * place that remembers what the store holds. Its key rule: one entry per (visitor ID, bin
- * name), `${visitorId} ${bin}` (neither contains a space), whatever store the bin lives in.
+ * name), whatever store the bin lives in: the first in fields, the others in a Map under
+ * `${visitorId} ${bin}` (neither contains a space).
  * Each bin is read at most once per ID per request, concurrent readers share the read, and a
  * write is skipped for a target ID only when this request knows that target already holds the
  * same JSON. A class, made once per request, so that its methods live on the prototype.
