@@ -1,4 +1,4 @@
-import { ConfigError, CookieError, type ErrorHook } from './errors.js';
+import { ConfigError, CookieError, type ErrorHook, StorageError } from './errors.js';
 import type { ResponseView } from './http.js';
 import { userIdOf } from './identity/auth.js';
 import type { Resolution } from './identity/chain.js';
@@ -272,7 +272,13 @@ function markOnce(router: Router, sharedId: string, ttlMs: number, now: () => nu
     marked ??= (async () => {
       const store = linkStore(router);
       if (!store) return;
-      await store.set(sharedId, HOLDS_STATE, 1, ttlMs);
+      try {
+        await store.set(sharedId, HOLDS_STATE, 1, ttlMs);
+      } catch (error) {
+        // The store's guard has reported it; a write never rejects for a store failure.
+        if (error instanceof StorageError) return;
+        throw error;
+      }
       heldOf(router).set(sharedId, now() + Math.min(ttlMs, HELD_TRUSTED_MS));
     })();
     return marked;

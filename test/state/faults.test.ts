@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   ConfigError,
+  cookieResolver,
   createVisitorState,
+  fingerprintResolver,
   type Storage,
   StorageError,
   type VisitorStateError,
@@ -205,6 +207,22 @@ describe('a custom storage that fails', () => {
       'store custom storage failed to set',
       'store custom storage failed to get',
     ]);
+  });
+});
+
+describe('a failing store behind the fingerprint resolver', () => {
+  it('answers a cookie-less first visit that writes with wrote: false, not a 500', async () => {
+    const disk = new Error('disk full');
+    const store: Storage = {
+      get: () => Promise.reject(disk),
+      set: () => Promise.reject(disk),
+      delete: () => Promise.reject(disk),
+    };
+    const app = await startApp({ store, resolvers: [cookieResolver(), fingerprintResolver()] });
+    const answer = await ask(createCookieJar(), app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
+    expect(answer).toMatchObject({ read: null, wrote: false });
+    expect(app.errors.length).toBeGreaterThan(0);
+    for (const error of app.errors) expect(error).toBeInstanceOf(StorageError);
   });
 });
 
