@@ -1,6 +1,7 @@
 import { StorageError } from '../errors.js';
 import type { Deadlines } from './redis-deadline.js';
 import {
+  build,
   CONNECT_TIMEOUT_MS,
   credentialsOf,
   type Health,
@@ -57,10 +58,10 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
   let checking = false;
 
   const create = (roots: readonly RedisNode[]): Cluster => {
-    const cluster = driver.createCluster({
+    const cluster = build<Cluster>(driver.createCluster, {
       rootNodes: roots.map((socket) => ({ socket })),
       defaults: { ...credentialsOf(target), disableOfflineQueue: true, socket: socketOf(target) },
-    }) as Cluster;
+    });
     cluster.on('error', (error: unknown) => health.failed(error));
     cluster.on('node-error', (error: unknown) => {
       if (cluster !== current) return;

@@ -8,10 +8,15 @@ import type { RedisTarget } from './redis-url.js';
  * reply shapes of RESP2 (5's default) and RESP3 (6's) are the same to it.
  */
 export interface RedisDriver {
-  createClient(options: object): unknown;
-  createCluster(options: object): unknown;
-  createSentinel(options: object): unknown;
+  // `never`: any module's factories fit, whatever its option types; this code calls them through `build`.
+  createClient(options: never): unknown;
+  createCluster(options: never): unknown;
+  createSentinel(options: never): unknown;
 }
+
+/** Calls one of the driver's factories with options of this storage's making. */
+export const build = <T>(factory: (options: never) => unknown, options: object): T =>
+  (factory as (options: object) => unknown)(options) as T;
 
 /** What a command may be sent with: an abort that takes it off the client's queue. */
 export interface SendOptions {
@@ -119,12 +124,12 @@ export function keepConnecting(
 /** One Redis server: the client reconnects by itself; with no offline queue a call fails at once while it is away. */
 export function singleLink(driver: RedisDriver, target: RedisTarget, deadlines: Deadlines, health: Health): RedisLink {
   const [node] = target.nodes;
-  const client = driver.createClient({
+  const client = build<NodeClient>(driver.createClient, {
     socket: { host: node?.host, port: node?.port, ...socketOf(target) },
     ...credentialsOf(target),
     ...(target.database === undefined ? {} : { database: target.database }),
     disableOfflineQueue: true,
-  }) as NodeClient;
+  });
   client.on('error', (error: unknown) => health.failed(error));
   client.on('ready', () => health.recovered());
   // connect() resolves when the server answers; until then the client retries by itself.
@@ -152,7 +157,7 @@ export function sentinelLink(
   deadlines: Deadlines,
   health: Health,
 ): RedisLink {
-  const sentinel = driver.createSentinel({
+  const sentinel = build<SentinelClient>(driver.createSentinel, {
     name: target.masterName,
     sentinelRootNodes: target.nodes.map(({ host, port }) => ({ host, port })),
     nodeClientOptions: {
@@ -162,7 +167,7 @@ export function sentinelLink(
       socket: socketOf(target),
     },
     sentinelClientOptions: { disableOfflineQueue: true, socket: socketOf(target) },
-  }) as SentinelClient;
+  });
   sentinel.on('error', (error: unknown) => health.failed(error));
   const connection = keepConnecting(
     () => sentinel.connect(),

@@ -114,6 +114,20 @@ export async function redisStorage(
     }
   };
 
+  const turns = new Map<string, Promise<unknown>>();
+  const inTurn = <T>(key: string, run: () => Promise<T>): Promise<T> => {
+    const mine = (turns.get(key) ?? Promise.resolve()).then(run);
+    const done = mine.then(
+      () => {},
+      () => {},
+    );
+    turns.set(key, done);
+    void done.then(() => {
+      if (turns.get(key) === done) turns.delete(key);
+    });
+    return mine;
+  };
+
   const list = async (visitorId: string, withData: boolean) => {
     const reply = await run('list', visitorId, '', [withData ? '1' : '0']);
     return Array.isArray(reply) ? (reply as unknown[]) : [];
@@ -142,25 +156,27 @@ export async function redisStorage(
       await run('delete', visitorId, bin, [bin]);
     },
 
-    async update(visitorId, bin, next, ttlMs) {
-      const deadline = Date.now() + timeoutMs;
-      let text = (await link.send(indexOf(visitorId), ['GET', keyOf(visitorId, bin)])) as string | null;
-      for (let attempt = 1; ; attempt++) {
-        const value = next(parse(text));
-        const json = value === undefined ? '' : JSON.stringify(value);
-        const seen = typeof text === 'string' ? ['1', text] : ['0'];
-        // Not retried when it times out: it may have landed, and then next() has been applied once.
-        const reply = (await run('update', visitorId, bin, [bin, json, pxOf(ttlMs), ...seen])) as unknown[];
-        if (Number(reply[0]) === 1) return parse(json || undefined);
-        text = (reply[1] as string | undefined) ?? null;
-        if (attempt === UPDATE_ATTEMPTS || Date.now() > deadline)
-          throw new StorageError(
-            `store '${target.label}': update of '${bin}' gave up after ${attempt} attempts, each overtaken by another writer`,
-          );
-        // Many writers on one bin: spread the retries so that one of them wins each round.
-        if (attempt > 2) await sleep(Math.random() * Math.min(2 ** attempt, 20));
-      }
-    },
+    // Updates of one bin from this process take turns, so only other processes compete for it.
+    update: (visitorId, bin, next, ttlMs) =>
+      inTurn(keyOf(visitorId, bin), async () => {
+        const deadline = Date.now() + timeoutMs;
+        let text = (await link.send(indexOf(visitorId), ['GET', keyOf(visitorId, bin)])) as string | null;
+        for (let attempt = 1; ; attempt++) {
+          const value = next(parse(text));
+          const json = value === undefined ? '' : JSON.stringify(value);
+          const seen = typeof text === 'string' ? ['1', text] : ['0'];
+          // Not retried when it times out: it may have landed, and then next() has been applied once.
+          const reply = (await run('update', visitorId, bin, [bin, json, pxOf(ttlMs), ...seen])) as unknown[];
+          if (Number(reply[0]) === 1) return parse(json || undefined);
+          text = (reply[1] as string | undefined) ?? null;
+          if (attempt === UPDATE_ATTEMPTS || Date.now() > deadline)
+            throw new StorageError(
+              `store '${target.label}': update of '${bin}' gave up after ${attempt} attempts, each overtaken by another writer`,
+            );
+          // Many writers on one bin: spread the retries so that one of them wins each round.
+          if (attempt > 2) await sleep(Math.random() * Math.min(2 ** attempt, 20));
+        }
+      }),
 
     async bins(visitorId) {
       return (await list(visitorId, false)).map(String);
