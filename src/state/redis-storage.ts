@@ -29,7 +29,6 @@ const VISITOR_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 const pxOf = (ttlMs: number) => String(Math.max(1, Math.ceil(ttlMs)));
 const parse = (text: unknown): unknown => (typeof text === 'string' ? JSON.parse(text) : undefined);
-const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 /**
  * Storage in Redis, a Redis Cluster or the master a Redis Sentinel names (`@redis/client` 5
@@ -173,8 +172,6 @@ export async function redisStorage(
             throw new StorageError(
               `store '${target.label}': update of '${bin}' gave up after ${attempt} attempts, each overtaken by another writer`,
             );
-          // Many writers on one bin: spread the retries so that one of them wins each round.
-          if (attempt > 2) await sleep(Math.random() * Math.min(2 ** attempt, 20));
         }
       }),
 
