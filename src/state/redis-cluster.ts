@@ -61,6 +61,9 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
     const cluster = build<Cluster>(driver.createCluster, {
       rootNodes: roots.map((socket) => ({ socket })),
       defaults: { ...credentialsOf(target), disableOfflineQueue: true, socket: socketOf(target) },
+      // Nodes are connected when first used: a connection that waits for a dead or hung node
+      // would hold up reading the slot map.
+      minimizeConnections: true,
     });
     cluster.on('error', (error: unknown) => health.failed(error));
     cluster.on('node-error', (error: unknown) => {
@@ -74,15 +77,42 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
     return cluster;
   };
 
+  const trying = new Set<Cluster>();
+  /**
+   * A fresh client, connected within the connect timeout. The client tries its roots one by
+   * one and a hung node accepts a socket and never answers, so each root gets a client of its
+   * own and the first to read the slot map wins.
+   */
+  const connect = async (roots: readonly RedisNode[]): Promise<Cluster> => {
+    const attempts = roots.map((root) => {
+      const cluster = create([root]);
+      trying.add(cluster);
+      return within('CLUSTER SLOTS', () => cluster.connect(), CONNECT_TIMEOUT_MS).then(
+        () => cluster,
+        (error: unknown) => {
+          trying.delete(cluster);
+          cluster.destroy();
+          throw error;
+        },
+      );
+    });
+    try {
+      const winner = await Promise.any(attempts);
+      for (const cluster of trying) if (cluster !== winner) cluster.destroy();
+      trying.clear();
+      return winner;
+    } catch (error) {
+      throw error instanceof AggregateError ? error.errors[0] : error;
+    }
+  };
+
   // The first connection: retried until a seed answers.
-  const first = create(seeds);
-  const connection = keepConnecting(
-    () => first.connect(),
-    health,
-    () => {
-      current = first;
-    },
-  );
+  const connection = keepConnecting(async () => {
+    const cluster = await connect(seeds);
+    if (closed) cluster.destroy();
+    else current = cluster;
+  }, health);
+  const opened = connection.first;
 
   /** Whether `ranges` give some slot a master other than the one `cluster` sends it to. */
   const moved = (cluster: Cluster, ranges: readonly SlotRange[]) =>
@@ -92,16 +122,10 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
     });
 
   const replace = async (cluster: Cluster, ranges: readonly SlotRange[]) => {
+    // The masters that answered are the roots: a seed may be the node that hangs.
     const roots = new Map<string, RedisNode>();
     for (const [, , [host, port]] of ranges) roots.set(`${host}:${port}`, { host, port: Number(port) });
-    for (const seed of seeds) roots.set(addressOf(seed), seed);
-    const fresh = create([...roots.values()]);
-    try {
-      await within('CLUSTER SLOTS', () => fresh.connect(), CONNECT_TIMEOUT_MS);
-    } catch (error) {
-      fresh.destroy();
-      throw error;
-    }
+    const fresh = await connect([...roots.values()]);
     if (closed || current !== cluster) {
       fresh.destroy();
       return;
@@ -143,6 +167,7 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
   const notConnected = () => Promise.reject(new StorageError(`store '${target.label}': cluster not connected yet`));
 
   return {
+    opened,
     send(key, args) {
       const cluster = current;
       if (!cluster) return notConnected();
@@ -171,13 +196,10 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
     async close() {
       closed = true;
       connection.stop();
+      for (const cluster of trying) cluster.destroy();
       const cluster = current;
       current = undefined;
-      if (!cluster) {
-        first.destroy();
-        return;
-      }
-      await within('close', () => cluster.close(), CONNECT_TIMEOUT_MS).catch(() => cluster.destroy());
+      if (cluster) await within('close', () => cluster.close(), CONNECT_TIMEOUT_MS).catch(() => cluster.destroy());
     },
   };
 }

@@ -51,6 +51,8 @@ export interface RedisMaster {
 
 /** A connection to Redis however it is deployed: commands routed by key, every call bounded. */
 export interface RedisLink {
+  /** Settles once the first connection is made or has failed. */
+  readonly opened: Promise<void>;
   /** Sends a command to the master that owns `key`. */
   send(key: string, args: readonly string[]): Promise<unknown>;
   /** The masters, in a stable order. */
@@ -87,21 +89,25 @@ export const credentialsOf = (target: RedisTarget) => ({
 export function keepConnecting(
   connect: () => Promise<unknown>,
   health: Health,
-  onConnected: () => void,
-): { readonly connected: boolean; stop(): void } {
+): { readonly connected: boolean; readonly first: Promise<void>; stop(): void } {
   let connected = false;
   let stopped = false;
   let retries = 0;
   let timer: NodeJS.Timeout | undefined;
+  let settle = () => {};
+  const first = new Promise<void>((done) => {
+    settle = done;
+  });
   const attempt = (): void => {
     connect().then(
       () => {
+        settle();
         if (stopped) return;
         connected = true;
         health.recovered();
-        onConnected();
       },
       (error: unknown) => {
+        settle();
         health.failed(error);
         if (stopped) return;
         timer = setTimeout(attempt, backoff(retries++));
@@ -111,6 +117,7 @@ export function keepConnecting(
   };
   attempt();
   return {
+    first,
     get connected() {
       return connected;
     },
@@ -130,13 +137,27 @@ export function singleLink(driver: RedisDriver, target: RedisTarget, deadlines: 
     ...(target.database === undefined ? {} : { database: target.database }),
     disableOfflineQueue: true,
   });
-  client.on('error', (error: unknown) => health.failed(error));
-  client.on('ready', () => health.recovered());
+  let settle = () => {};
+  const opened = new Promise<void>((done) => {
+    settle = done;
+  });
+  client.on('error', (error: unknown) => {
+    settle();
+    health.failed(error);
+  });
+  client.on('ready', () => {
+    settle();
+    health.recovered();
+  });
   // connect() resolves when the server answers; until then the client retries by itself.
-  client.connect().catch((error: unknown) => health.failed(error));
+  client.connect().catch((error: unknown) => {
+    settle();
+    health.failed(error);
+  });
   const send = (args: readonly string[]) =>
     deadlines.within(args[0] ?? '', (signal) => client.sendCommand(args, { abortSignal: signal }));
   return {
+    opened,
     send: (_key, args) => send(args),
     masters: async () => [{ id: `${node?.host}:${node?.port}`, send }],
     async close() {
@@ -169,16 +190,13 @@ export function sentinelLink(
     sentinelClientOptions: { disableOfflineQueue: true, socket: socketOf(target) },
   });
   sentinel.on('error', (error: unknown) => health.failed(error));
-  const connection = keepConnecting(
-    () => sentinel.connect(),
-    health,
-    () => {},
-  );
+  const connection = keepConnecting(() => sentinel.connect(), health);
   const send = (args: readonly string[]) =>
     connection.connected
       ? deadlines.within(args[0] ?? '', (signal) => sentinel.sendCommand(false, args, { abortSignal: signal }))
       : Promise.reject(new StorageError(`store '${target.label}': no master found yet`));
   return {
+    opened: connection.first,
     send: (_key, args) => send(args),
     masters: async () => [{ id: target.masterName ?? '', send }],
     async close() {

@@ -72,20 +72,14 @@ export async function redisStorage(
   const now = options.now ?? Date.now;
 
   let down = false;
-  let settle = () => {};
-  const startup = new Promise<void>((done) => {
-    settle = done;
-  });
   const health = {
     // Reported once per outage; every failed call still rejects on its own.
     failed(error: unknown) {
-      settle();
       if (down) return;
       down = true;
       options.report(new StorageError(`store '${target.label}': connection failed; reconnecting`, { cause: error }));
     },
     recovered() {
-      settle();
       down = false;
     },
   };
@@ -94,7 +88,7 @@ export async function redisStorage(
 
   // Wait for the first connection or the first failure, never longer than the connect timeout.
   let waiting: NodeJS.Timeout | undefined;
-  await Promise.race([startup, new Promise((done) => (waiting = setTimeout(done, CONNECT_TIMEOUT_MS)))]);
+  await Promise.race([link.opened, new Promise((done) => (waiting = setTimeout(done, CONNECT_TIMEOUT_MS)))]);
   clearTimeout(waiting);
 
   const indexOf = (visitorId: string) => `${options.namespace}:{${visitorId}}`;

@@ -129,7 +129,7 @@ export async function privateRedis(
     async stop() {
       const stopping = child;
       child = undefined;
-      if (!stopping || stopping.exitCode !== null) return;
+      if (!stopping || stopping.exitCode !== null || stopping.signalCode !== null) return;
       await new Promise<void>((resolve) => {
         stopping.once('exit', () => resolve());
         stopping.kill('SIGKILL');
@@ -237,11 +237,12 @@ export async function redisCluster(
       });
       const synced =
         replicas === 0 ||
-        (
-          await Promise.all(
-            shards.map(({ replica }) => redisCli(['-p', String(replica?.port ?? 0), 'info', 'replication'])),
-          )
-        ).every((info) => info.includes('master_link_status:up'));
+        (shards.every(({ replica }) => replica !== undefined) &&
+          (
+            await Promise.all(
+              shards.map(({ replica }) => redisCli(['-p', String(replica!.port), 'info', 'replication'])),
+            )
+          ).every((info) => info.includes('master_link_status:up')));
       if (infos.every((info) => info.includes('cluster_state:ok')) && shards.length === 3 && synced) break;
       if (i === 150) throw new Error('the cluster never reached cluster_state:ok with its replicas in sync');
       await new Promise((r) => setTimeout(r, 100));
