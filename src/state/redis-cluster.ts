@@ -100,6 +100,8 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
       const winner = await Promise.any(attempts);
       for (const cluster of trying) if (cluster !== winner) cluster.destroy();
       trying.clear();
+      // Open the masters' connections now rather than on the first request to each.
+      for (const node of winner.masters) winner.nodeClient(node).catch(() => {});
       return winner;
     } catch (error) {
       throw error instanceof AggregateError ? error.errors[0] : error;
