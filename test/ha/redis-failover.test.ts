@@ -111,7 +111,7 @@ async function run({ name, store, driver, fault, promoted }: Scenario) {
       const answer = reply?.status === 200 ? reply.json<{ read: number | null; ok: boolean }>() : undefined;
       const known = lastAcked.get(c);
       // A read that comes back empty although a write was acknowledged is a failure too.
-      const ok = answer?.ok && (known === undefined || answer.read !== null);
+      const ok = answer?.ok === true && (known === undefined || answer.read !== null);
       if (answer?.ok) lastAcked.set(c, i);
       outcomes.push({ at, ok, ms: Date.now() - at });
       await sleep(PAUSE_MS);
