@@ -65,7 +65,10 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
       // would hold up reading the slot map.
       minimizeConnections: true,
     });
-    cluster.on('error', (error: unknown) => health.failed(error));
+    // A client that was replaced may still complain while it closes: only the live one (or one connecting) counts.
+    cluster.on('error', (error: unknown) => {
+      if (cluster === current || trying.has(cluster)) health.failed(error);
+    });
     cluster.on('node-error', (error: unknown) => {
       if (cluster !== current) return;
       health.failed(error);
