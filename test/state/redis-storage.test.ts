@@ -17,7 +17,9 @@ import {
   REDIS_URL,
   type RedisCluster,
   type RedisProcess,
+  type RedisSentinelSet,
   redisCluster,
+  redisSentinel,
 } from '../helpers/services.js';
 import { storageContract } from './storage-contract.js';
 
@@ -214,4 +216,35 @@ describe.runIf(clusterTools)('with 300,000 other keys in the database', () => {
       }
     },
   );
+});
+
+describe.runIf(clusterTools)('through Redis Sentinel (redis-sentinel://…/mymaster)', () => {
+  let sentinel: RedisSentinelSet | undefined;
+  beforeAll(async () => {
+    sentinel = await redisSentinel(join(dir, 'sentinel'));
+  }, 30_000);
+  afterAll(() => sentinel?.stop());
+
+  it.each(Object.keys(drivers))('stores, updates and lists bins on the master (@redis/client %s)', async (major) => {
+    const options = optionsFor();
+    const storage = await redisStorage(sentinel!.url, options, { driver: drivers[major]! });
+    try {
+      const visitor = randomId();
+      await storage.set(visitor, 'geo', { city: 'Lyon' }, MINUTE);
+      expect(await storage.get(visitor, 'geo')).toEqual({ city: 'Lyon' });
+      await Promise.all(
+        Array.from({ length: 10 }, () => storage.update!(visitor, 'n', (n) => ((n as number) ?? 0) + 1, MINUTE)),
+      );
+      expect(await storage.getMany!(visitor, ['n', 'geo'])).toEqual([10, { city: 'Lyon' }]);
+      expect([...(await storage.bins!(visitor))].sort()).toEqual(['geo', 'n']);
+      // It is the master the sentinels name that holds the data.
+      expect(redisCli(sentinel!.master.port, 'get', `${options.namespace}:{${visitor}}:geo`)).toBe('{"city":"Lyon"}');
+    } finally {
+      await storage.close?.();
+    }
+  });
+
+  it('refuses a Sentinel URL that names no master', async () => {
+    await expect(redisStorage('redis-sentinel://127.0.0.1:26379', optionsFor())).rejects.toThrow(ConfigError);
+  });
 });
