@@ -140,7 +140,8 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
     // What the old client has in flight may still finish; a hung node's socket is cut after the timeout.
     within('close', () => cluster.close(), CONNECT_TIMEOUT_MS)
       .catch(() => {})
-      .finally(() => cluster.destroy());
+      .then(() => cluster.destroy())
+      .catch(() => {});
   };
 
   const check = async (cluster: Cluster) => {
