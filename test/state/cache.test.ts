@@ -624,7 +624,7 @@ describe('store configuration errors', () => {
     const error = await visitors.ready().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as Error).message).toBe(
-      "unknown store scheme 'nosuch:'; use one of 'memory:', 'sqlite:', 'redis:', 'rediss:', 'postgres:', 'postgresql:', 'cookie:', 'cachetest:', or registerStorage('nosuch', factory) first",
+      "unknown store scheme 'nosuch:'; use one of 'memory:', 'sqlite:', 'redis:', 'rediss:', 'redis-sentinel:', 'postgres:', 'postgresql:', 'cookie:', 'cachetest:', or registerStorage('nosuch', factory) first",
     );
     await visitors.close();
   });
