@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomId } from '../../src/crypto.js';
 import { ConfigError } from '../../src/errors.js';
 import { type RedisDriver, redisStorage } from '../../src/state/redis-storage.js';
+import { openStorage } from '../../src/state/registry.js';
 import type { Storage, StorageOptions } from '../../src/state/storage.js';
 import {
   needRedis,
@@ -239,6 +240,17 @@ describe.runIf(clusterTools)('through Redis Sentinel (redis-sentinel://…/mymas
       expect([...(await storage.bins!(visitor))].sort()).toEqual(['geo', 'n']);
       // It is the master the sentinels name that holds the data.
       expect(redisCli(sentinel!.master.port, 'get', `${options.namespace}:{${visitor}}:geo`)).toBe('{"city":"Lyon"}');
+    } finally {
+      await storage.close?.();
+    }
+  });
+
+  it('is what a redis-sentinel:// store option opens', async () => {
+    const storage = (await openStorage(sentinel!.url, optionsFor())) as Storage;
+    try {
+      const visitor = randomId();
+      await storage.set(visitor, 'a', 1, MINUTE);
+      expect(await storage.get(visitor, 'a')).toBe(1);
     } finally {
       await storage.close?.();
     }
