@@ -260,3 +260,38 @@ describe.runIf(clusterTools)('through Redis Sentinel (redis-sentinel://…/mymas
     await expect(redisStorage('redis-sentinel://127.0.0.1:26379', optionsFor())).rejects.toThrow(ConfigError);
   });
 });
+
+describe.runIf(clusterTools)('while its server is down', () => {
+  it.each(Object.keys(drivers))(
+    'fails each call instead of queueing it, reports the outage once, and recovers (@redis/client %s)',
+    async (major) => {
+      const own = join(dir, `down-${major}`);
+      await import('node:fs/promises').then((fs) => fs.mkdir(own, { recursive: true }));
+      const redis = await privateRedis(own);
+      const heard: unknown[] = [];
+      const storage = await redisStorage(
+        redis.url,
+        { namespace: 'vs-down', maxEntries: 1, report: (error) => heard.push(error) },
+        { driver: drivers[major]! },
+      );
+      try {
+        const visitor = randomId();
+        await storage.set(visitor, 'a', 1, MINUTE);
+        await redis.stop();
+        for (let i = 0; i < 5; i++) {
+          await expect(storage.get(visitor, 'a')).rejects.toThrow();
+          await expect(storage.set(visitor, 'a', 2, MINUTE)).rejects.toThrow();
+        }
+        expect(heard.length).toBe(1);
+        await redis.start();
+        for (let i = 0; i < 100 && (await storage.get(visitor, 'a').catch(() => 'down')) === 'down'; i++)
+          await sleep(50);
+        await storage.set(visitor, 'a', 3, MINUTE);
+        expect(await storage.get(visitor, 'a')).toBe(3);
+      } finally {
+        await storage.close?.();
+        await redis.stop();
+      }
+    },
+  );
+});
