@@ -144,16 +144,31 @@ export function clusterLink(driver: RedisDriver, target: RedisTarget, deadlines:
       .catch(() => {});
   };
 
+  /** The first slot map a master gives that differs from the one `cluster` follows; a hung master is not waited for. */
+  const changedMap = (cluster: Cluster) =>
+    new Promise<SlotRange[] | undefined>((done) => {
+      let left = cluster.masters.length;
+      if (left === 0) done(undefined);
+      for (const node of cluster.masters) {
+        within('CLUSTER SLOTS', (signal) =>
+          cluster.nodeClient(node).then((client) => client.sendCommand(['CLUSTER', 'SLOTS'], { abortSignal: signal })),
+        )
+          .then(
+            (ranges) => {
+              if (Array.isArray(ranges) && moved(cluster, ranges as SlotRange[])) done(ranges as SlotRange[]);
+            },
+            () => {},
+          )
+          // A reply of another shape is no map.
+          .catch(() => {})
+          .finally(() => {
+            if (--left === 0) done(undefined);
+          });
+      }
+    });
+
   const check = async (cluster: Cluster) => {
-    const ready = cluster.masters.flatMap((node) => (node.client?.isReady ? [node.client] : []));
-    const maps = await Promise.all(
-      ready.map((client) =>
-        within('CLUSTER SLOTS', (signal) => client.sendCommand(['CLUSTER', 'SLOTS'], { abortSignal: signal })).catch(
-          () => undefined,
-        ),
-      ),
-    );
-    const changed = maps.find((ranges): ranges is SlotRange[] => Array.isArray(ranges) && moved(cluster, ranges));
+    const changed = await changedMap(cluster);
     if (changed) await replace(cluster, changed);
   };
 
