@@ -247,15 +247,22 @@ describe.runIf(tools)('following a failover (3 masters + 3 replicas, node timeou
 });
 
 describe.runIf(tools)('following a Sentinel failover (1 master, 1 replica, 3 sentinels)', () => {
-  it('a master killed for good: no failure from 3 s after the switch on, no acknowledged write lost', async () => {
-    const set: RedisSentinelSet = await redisSentinel(join(dir, 'sentinel'));
-    stops.push(() => set.stop());
-    await run({
-      name: 'Sentinel, master SIGKILLed (@redis/client 5)',
-      store: set.url,
-      driver: client5,
-      fault: () => set.master.signal('SIGKILL'),
-      promoted: async () => (await set.masterPort()) === set.replica.port,
-    });
-  }, 60_000);
+  it.each([
+    ['5', client5],
+    ['6', client6],
+  ] as const)(
+    'a master killed for good: no failure from 3 s after the switch on, no acknowledged write lost (@redis/client %s)',
+    async (major, driver) => {
+      const set: RedisSentinelSet = await redisSentinel(join(dir, `sentinel-${major}`));
+      stops.push(() => set.stop());
+      await run({
+        name: `Sentinel, master SIGKILLed (@redis/client ${major})`,
+        store: set.url,
+        driver,
+        fault: () => set.master.signal('SIGKILL'),
+        promoted: async () => (await set.masterPort()) === set.replica.port,
+      });
+    },
+    60_000,
+  );
 });
