@@ -23,6 +23,8 @@ const DEFAULT_TIMEOUT_MS = 250;
 /** How often `update` may find the bin changed under it before it gives up. */
 const UPDATE_ATTEMPTS = 50;
 const DEFAULT_PAGE = 1_000;
+// Keys SCAN looks at per call: a small page must not cost a round trip per few keys of a large database.
+const SCAN_COUNT = 1_000;
 const GLOB = /[*?[\]\\]/g;
 // Visitor IDs are 1 to 128 characters of A-Z a-z 0-9 _ -.
 const VISITOR_ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -189,7 +191,8 @@ export async function redisStorage(
     },
 
     // A SCAN over the index keys, master by master: for the command line, not for requests.
-    // `limit` is a hint (SCAN's COUNT); an ID may come on two pages, as SCAN may return a key twice.
+    // A page ends once it holds `limit` IDs or a master is done, so it may hold a few more (a SCAN
+    // batch is not split); an ID may come on two pages, as SCAN may return a key twice.
     async visitors(page = {}) {
       const masters = await link.masters();
       const limit = page.limit ?? DEFAULT_PAGE;
@@ -206,7 +209,7 @@ export async function redisStorage(
           'MATCH',
           `${start}*}`,
           'COUNT',
-          String(limit),
+          String(Math.max(limit, SCAN_COUNT)),
           'TYPE',
           'set',
         ])) as [string, string[]];
