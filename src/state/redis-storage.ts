@@ -191,7 +191,7 @@ export async function redisStorage(
     },
 
     // A SCAN over the index keys, master by master: for the command line, not for requests.
-    // A page ends once it holds `limit` IDs or a master is done, so it may hold a few more (a SCAN
+    // A page ends once it holds `limit` IDs or the scan is over, so it may hold a few more (a SCAN
     // batch is not split); an ID may come on two pages, as SCAN may return a key twice.
     async visitors(page = {}) {
       const masters = await link.masters();
