@@ -151,6 +151,15 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
     );
     const old = connection;
     connection = undefined;
+    // The -wal file at the path still holds this handle's last writes, and SQLite would replay
+    // them onto whatever file is now at the path: move them into the old file and empty it first.
+    try {
+      old.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+    } catch (error) {
+      options.report(
+        new StorageError(`store '${store}': cannot empty the write-ahead log of the old file`, { cause: error }),
+      );
+    }
     old.db.close();
     return current();
   };
