@@ -126,6 +126,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
 
   let connection: Connection | undefined = connect(driver, file, store, busyMs);
   let checkedAt = Date.now();
+  let closed = false;
 
   /**
    * The open connection, after making sure, at most once a second, that the path still
@@ -133,6 +134,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
    * so the check is not made on every call.
    */
   const current = (): Connection => {
+    if (closed) throw new StorageError(`store '${store}' is closed`);
     if (!connection) {
       // The last reopen failed (the folder is gone, say): try again, and fail this call if it still cannot.
       mkdirSync(dirname(file), { recursive: true });
@@ -251,6 +253,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
     },
 
     async close() {
+      closed = true;
       connection?.db.close();
       connection = undefined;
     },

@@ -79,6 +79,8 @@ describe('SQLite storage abilities', () => {
     expect(await storage.bins?.(visitor)).toEqual(['other']);
     expect(reported).toEqual([]);
     await storage.close?.();
+    // Closed means closed: no call opens the file again behind the application's back.
+    await expect(storage.get(visitor, 'other')).rejects.toBeInstanceOf(StorageError);
   });
 
   it('lists entries with their expiry and visitors page by page, on the clock it is given', async () => {
