@@ -30,10 +30,15 @@ interface Updater {
 }
 
 async function startUpdater(store: string, namespace: string, visitorId: string): Promise<Updater> {
-  const child = spawn(process.execPath, ['--import', 'tsx', updater, store, namespace, visitorId, String(UPDATES)], {
-    cwd: root,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  // Node 22 warns once that node:sqlite is experimental; stderr is read for real failures.
+  const child = spawn(
+    process.execPath,
+    ['--disable-warning=ExperimentalWarning', '--import', 'tsx', updater, store, namespace, visitorId, String(UPDATES)],
+    {
+      cwd: root,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   const stderr: string[] = [];
   child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
   const exit = once(child, 'exit').then(([code]) => code as number | null);
