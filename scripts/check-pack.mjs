@@ -11,10 +11,21 @@ const problems = [];
 
 for (const [entry, target] of Object.entries(pkg.exports)) {
   const paths = typeof target === 'string' ? [target] : Object.values(target);
+  // `default`, not `import`: require() of ES modules (Node 20.19+, 22.12+) looks for `require` or `default`.
+  // `types` first, since TypeScript takes the first condition it knows.
+  if (typeof target !== 'string') {
+    const conditions = Object.keys(target);
+    if (!conditions.includes('default'))
+      problems.push(`export '${entry}' has no 'default' condition, so require() fails`);
+    if (conditions.includes('types') && conditions[0] !== 'types')
+      problems.push(`export '${entry}' lists 'types' after ${conditions[0]}`);
+  }
   for (const path of paths)
     if (!files.has(path.replace(/^\.\//, '')))
       problems.push(`export '${entry}' points at ${path}, which is not packed`);
 }
+// The contract suite for storage authors ships as visitor-state/testing.
+if (pkg.exports['./testing']?.import !== './dist/testing.js') problems.push("export './testing' is missing");
 for (const required of ['package.json', 'README.md', 'LICENSE'])
   if (!files.has(required)) problems.push(`${required} is not packed`);
 for (const file of files) {
