@@ -6,12 +6,13 @@ import { postgresStorage } from './postgres-storage.js';
 import { redisStorage } from './redis-storage.js';
 import { sqliteStorage } from './sqlite-storage.js';
 import type { RequestScopedStorage, Storage, StorageFactory, StorageOptions } from './storage.js';
+import { isUnstorage, type UnstorageLike, unstorageStorage } from './unstorage-storage.js';
 
 /** A Keyv 5 instance, told apart from a storage by its `opts`. */
 export type KeyvInstance = KeyvLike & { readonly opts: unknown };
 
 /** What the `store` option takes. */
-export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance;
+export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance | UnstorageLike;
 
 const builtIn: Record<string, StorageFactory> = {
   memory: (_url, options) => memoryStorage(options),
@@ -52,7 +53,10 @@ export async function openStorage(
   store: StoreOption,
   options: StorageOptions,
 ): Promise<Storage | RequestScopedStorage> {
-  if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
+  if (typeof store !== 'string') {
+    if (isUnstorage(store)) return unstorageStorage(store, options);
+    return isKeyv(store) ? keyvStorage(store, options) : store;
+  }
   // Several cluster seeds (redis://h1:7000,h2:7001/) are not one URL's host: the Redis factory parses them.
   if (/^rediss?:\/\/[^/?#]*,/i.test(store)) return redisStorage(store, options);
   let url: URL;
