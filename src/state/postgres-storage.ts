@@ -65,7 +65,7 @@ const isCreationRace = (error: unknown): boolean =>
  * ```
  */
 export async function postgresStorage(url: URL, options: StorageOptions): Promise<Storage> {
-  const { default: pg } = await loadPeer('pg', url, () => import('pg'));
+  const { default: pg } = await loadPeer<typeof import('pg')>('pg', url);
   const store = describeStore(url);
   const pool = new pg.Pool({
     connectionString: url.href,

@@ -88,7 +88,7 @@ const GLOB = /[*?[\]\\]/g;
 export async function redisStorage(url: URL | string, options: StorageOptions): Promise<Storage> {
   const target = targetOf(url);
   const store = describeStore(url);
-  const { createClient, createCluster } = await loadPeer('@redis/client', url, () => import('@redis/client'));
+  const { createClient, createCluster } = await loadPeer<typeof import('@redis/client')>('@redis/client', url);
 
   let down = false;
   let settle = () => {};

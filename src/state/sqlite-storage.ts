@@ -74,7 +74,7 @@ type Row = Record<string, string>;
  * ```
  */
 export async function sqliteStorage(url: URL, options: StorageOptions): Promise<Storage> {
-  const { default: sqlite3 } = await loadPeer('sqlite3', url, () => import('sqlite3'));
+  const { default: sqlite3 } = await loadPeer<{ default: typeof import('sqlite3') }>('sqlite3', url);
   const file = fileOf(url);
   const store = describeStore(url);
 
