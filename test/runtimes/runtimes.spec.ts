@@ -61,7 +61,7 @@ async function start(command: readonly string[], script: string, env: Record<str
 
 const runtimes = [
   { name: 'Bun', command: [join(app, 'node_modules/.bin/bun')] },
-  { name: 'Deno', command: [join(app, 'node_modules/.bin/deno'), 'run', '--allow-all'] },
+  { name: 'Deno', command: [join(app, 'node_modules/.bin/deno'), 'run', '--allow-all', '--unstable-kv'] },
 ] as const;
 
 describe.each(ready ? runtimes : [])('on $name', ({ name, command }) => {
@@ -79,6 +79,14 @@ describe.each(ready ? runtimes : [])('on $name', ({ name, command }) => {
     expect([first.visits, second.visits]).toEqual([1, 2]);
     expect(second.id).toBe(first.id);
   });
+
+  if (name === 'Deno')
+    it('the Fetch quick start keeps state in Deno KV through unstorage', async () => {
+      const base = await start(command, 'fetch-app.mjs', { STORE: 'deno-kv' });
+      const [first, second] = await visitTwice(`${base}/`);
+      expect([first.visits, second.visits]).toEqual([1, 2]);
+      expect(second.id).toBe(first.id);
+    });
 
   it('the Hono quick start counts visits 1 then 2, and a route without the visitor gets no cookie', async () => {
     const base = await start(command, 'hono-app.mjs');
