@@ -6,7 +6,8 @@
 #   - test/runtimes/runtimes.spec.ts (on Node): the Fetch and Hono quick starts served by Bun and
 #     by Deno; a Worker bundled with esbuild (workerd condition) and run by Miniflare with
 #     nodejs_compat, over the memory store and over Workers KV through unstorage;
-#   - the adapter suite and the unstorage storage tests, run by vitest inside Bun and inside Deno.
+#   - the adapter suite and the storage suites (memory, SQLite, Redis, PostgreSQL, Keyv, unstorage:
+#     the Redis and PostgreSQL of .ci/run), run by vitest inside Bun and inside Deno.
 # Closing line: `runtimes: N passed, N failed`; exit status 1 when any failed or did not run.
 #
 #   scripts/ci-runtimes.sh          the checks above
@@ -52,11 +53,12 @@ VISITOR_STATE_RUNTIMES_APP="$app" npx vitest run --config test/runtimes/vitest.c
 
 # On Bun, Response.redirect() has mutable headers, so apply() rightly changes it in place: the
 # Node-only expectation of a copy is left out there.
-suite=(./node_modules/vitest/vitest.mjs run test/adapters/adapters.test.ts test/state/unstorage-storage.test.ts)
-echo "== the adapter suite inside Bun"
+suite=(./node_modules/vitest/vitest.mjs run test/adapters/adapters.test.ts test/state/storages.test.ts
+  test/state/unstorage-storage.test.ts)
+echo "== the adapter and storage suites inside Bun"
 "$app/node_modules/.bin/bun" --bun "${suite[@]}" -t '^(?!.*applies the headers to a copy of a response)' \
   --reporter=default --reporter=json --outputFile="$work/bun.json" || status=1
-echo "== the adapter suite inside Deno"
+echo "== the adapter and storage suites inside Deno"
 "$app/node_modules/.bin/deno" run --allow-all "${suite[@]}" \
   --reporter=default --reporter=json --outputFile="$work/deno.json" || status=1
 

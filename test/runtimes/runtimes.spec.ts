@@ -152,6 +152,13 @@ describe.runIf(ready)('as a Cloudflare Worker', () => {
     expect(second.id).toBe(first.id);
   });
 
+  it('keeps state across requests through the Hono entry: visits 1 then 2, one visitor ID', async () => {
+    if (!worker) throw new Error('the Worker did not start');
+    const [first, second] = await visitWorkerTwice(worker, '/hono');
+    expect([first.visits, second.visits]).toEqual([1, 2]);
+    expect(second.id).toBe(first.id);
+  });
+
   it('keeps state across requests in Workers KV through unstorage, each bin a KV key that expires', async () => {
     if (!worker) throw new Error('the Worker did not start');
     const [first, second] = await visitWorkerTwice(worker, '/kv');

@@ -1,9 +1,12 @@
-// A Cloudflare Worker as a user writes it: the visit counter of the quick start, once over the
-// memory store (state lives as long as the isolate) and once over Workers KV through unstorage.
+// A Cloudflare Worker as a user writes it: the visit counter of the quick start, over the memory
+// store (state lives as long as the isolate) and over Workers KV through unstorage, through the
+// Fetch entry, and through the Hono entry over the memory store.
+import { Hono } from 'hono';
 import { createStorage } from 'unstorage';
 import cloudflareKVBinding from 'unstorage/drivers/cloudflare-kv-binding';
 import { createVisitorState } from 'visitor-state';
 import { visitorState } from 'visitor-state/fetch';
+import { visitorState as honoVisitorState } from 'visitor-state/hono';
 
 const count = async (_request, visitor) => {
   const visits = ((await visitor.cache.get('demo:visits')) ?? 0) + 1;
@@ -22,6 +25,13 @@ const routesFor = (env) => {
         store: createStorage({ driver: cloudflareKVBinding({ binding: env.VISITOR_STATE }) }),
       }),
     )(count),
+    '/hono': new Hono()
+      .use(honoVisitorState(createVisitorState({ secret: env.VISITOR_STATE_SECRET })))
+      .get('/hono', async (c) => {
+        const visits = ((await c.var.visitor.cache.get('demo:visits')) ?? 0) + 1;
+        await c.var.visitor.cache.set('demo:visits', visits);
+        return c.json({ visits, id: (await c.var.visitor.resolve()).id });
+      }).fetch,
   };
   return routes;
 };
@@ -29,6 +39,6 @@ const routesFor = (env) => {
 export default {
   fetch(request, env) {
     const route = routesFor(env)[new URL(request.url).pathname];
-    return route ? route(request) : new Response('not found', { status: 404 });
+    return route ? route(request, env) : new Response('not found', { status: 404 });
   },
 };
