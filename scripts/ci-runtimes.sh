@@ -54,7 +54,7 @@ VISITOR_STATE_RUNTIMES_APP="$app" npx vitest run --config test/runtimes/vitest.c
 # On Bun, Response.redirect() has mutable headers, so apply() rightly changes it in place: the
 # Node-only expectation of a copy is left out there.
 suite=(./node_modules/vitest/vitest.mjs run test/adapters/adapters.test.ts test/state/storages.test.ts
-  test/state/unstorage-storage.test.ts)
+  test/state/unstorage-storage.test.ts test/state/load-peer.test.ts)
 echo "== the adapter and storage suites inside Bun"
 "$app/node_modules/.bin/bun" --bun "${suite[@]}" -t '^(?!.*applies the headers to a copy of a response)' \
   --reporter=default --reporter=json --outputFile="$work/bun.json" || status=1

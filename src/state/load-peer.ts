@@ -15,8 +15,12 @@ export function describeStore(url: URL | string): string {
 const isModuleNotFound = (error: unknown, name: string): boolean =>
   error instanceof Error &&
   ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' ||
-    (error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') &&
+    (error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' ||
+    isNotInBundle(error)) &&
   error.message.includes(name);
+
+/** workerd's failure for a module that is not part of the Worker's bundle. */
+const isNotInBundle = (error: Error): boolean => error.message.startsWith('No such module');
 
 /**
  * Imports a module by a name held in a variable. Bundlers (esbuild and so wrangler, Vite,
@@ -47,8 +51,12 @@ export async function loadPeer<T>(
     return await load();
   } catch (error) {
     if (!isModuleNotFound(error, name)) throw error;
-    throw new ConfigError(`store '${describeStore(store)}' needs the package ${name}: npm install ${name}`, {
-      cause: error,
-    });
+    const where = describeStore(store);
+    throw new ConfigError(
+      isNotInBundle(error as Error)
+        ? `store '${where}' needs the package ${name}, which a Worker cannot load at run time; on Cloudflare Workers use an unstorage instance (Workers KV) or 'cookie:'`
+        : `store '${where}' needs the package ${name}: npm install ${name}`,
+      { cause: error },
+    );
   }
 }

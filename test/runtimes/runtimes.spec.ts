@@ -159,6 +159,17 @@ describe.runIf(ready)('as a Cloudflare Worker', () => {
     expect(second.id).toBe(first.id);
   });
 
+  it('refuses a store whose driver is not in the bundle, with a ConfigError that says what to use', async () => {
+    if (!worker) throw new Error('the Worker did not start');
+    const refused = await (await worker.dispatchFetch('http://localhost/redis')).json();
+    expect(refused).toEqual({
+      name: 'ConfigError',
+      code: 'ERR_VISITOR_STATE_CONFIG',
+      message:
+        "store 'redis://127.0.0.1:6379' needs the package @redis/client, which a Worker cannot load at run time; on Cloudflare Workers use an unstorage instance (Workers KV) or 'cookie:'",
+    });
+  });
+
   it('keeps state across requests in Workers KV through unstorage, each bin a KV key that expires', async () => {
     if (!worker) throw new Error('the Worker did not start');
     const [first, second] = await visitWorkerTwice(worker, '/kv');

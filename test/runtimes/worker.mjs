@@ -32,6 +32,12 @@ const routesFor = (env) => {
         await c.var.visitor.cache.set('demo:visits', visits);
         return c.json({ visits, id: (await c.var.visitor.resolve()).id });
       }).fetch,
+    // A store whose driver the bundle does not hold: refused with a ConfigError that says why.
+    '/redis': async () => {
+      const visitors = createVisitorState({ secret: env.VISITOR_STATE_SECRET, store: 'redis://127.0.0.1:6379' });
+      const error = await visitors.ready().catch((failure) => failure);
+      return Response.json({ name: error?.name, code: error?.code, message: error?.message });
+    },
   };
   return routes;
 };
