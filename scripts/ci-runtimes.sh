@@ -10,8 +10,11 @@
 #     the Redis and PostgreSQL of .ci/run), run by vitest inside Bun and inside Deno.
 # Closing line: `runtimes: N passed, N failed`; exit status 1 when any failed or did not run.
 #
-#   scripts/ci-runtimes.sh          the checks above
-#   scripts/ci-runtimes.sh bench    `npm run bench -- identity storage` on Node, then on Bun
+#   scripts/ci-runtimes.sh                  the checks above
+#   scripts/ci-runtimes.sh --totals FILE    the same, and one line per run appended to FILE,
+#                                           `<runtime>|<passed>|<failed>|<skipped>|ok` (or `failed`)
+#   scripts/ci-runtimes.sh bench            `npm run bench -- identity storage` on Node, then on Bun
+# A tarball named by VISITOR_STATE_TARBALL is used as it is; else the library is packed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,11 +43,21 @@ if [ "${1:-}" = bench ]; then
   exit 0
 fi
 
-echo "== packing the library, installing it with $BUN $DENO $MINIFLARE $ESBUILD"
-npm pack --silent --pack-destination "$work" >/dev/null
+totals=/dev/null
+[ "${1:-}" = --totals ] && totals="$2"
+
+echo "== Bun, Deno, Cloudflare Workers: installing the library with $BUN $DENO $MINIFLARE $ESBUILD"
+tarball="${VISITOR_STATE_TARBALL:-}"
+if [ -z "$tarball" ]; then
+  npm pack --silent --pack-destination "$work" >/dev/null
+  tarball="$(ls "$work"/visitor-state-*.tgz)"
+fi
 cp test/runtimes/*.mjs "$app/"
-install "$work"/visitor-state-*.tgz "$BUN" "$DENO" "$MINIFLARE" "$ESBUILD" unstorage@~1.17.6 hono@^4
-echo "   bun $("$app/node_modules/.bin/bun" --version), $("$app/node_modules/.bin/deno" --version | head -1)"
+install "$tarball" "$BUN" "$DENO" "$MINIFLARE" "$ESBUILD" unstorage@~1.17.6 hono@^4
+bun_version="$("$app/node_modules/.bin/bun" --version)"
+deno_version="$("$app/node_modules/.bin/deno" --version | head -1 | cut -d' ' -f2)"
+miniflare_version="$(node -p "require('$app/node_modules/miniflare/package.json').version")"
+echo "   bun $bun_version, deno $deno_version, miniflare $miniflare_version"
 
 status=0
 echo "== quick starts on Bun and Deno, a Worker in workerd"
@@ -63,16 +76,24 @@ echo "== the adapter and storage suites inside Deno"
   --reporter=default --reporter=json --outputFile="$work/deno.json" || status=1
 
 ELAPSED=$((SECONDS - started)) node -e '
-  const { existsSync, readFileSync } = require("node:fs");
+  const { appendFileSync, existsSync, readFileSync } = require("node:fs");
+  const [totals, ...runs] = process.argv.slice(1);
   let passed = 0, failed = 0;
-  for (const file of process.argv.slice(1)) {
-    if (!existsSync(file)) { console.log(`no report from ${file}`); failed++; continue; }
-    const r = JSON.parse(readFileSync(file, "utf8"));
-    passed += r.numPassedTests;
-    failed += r.numFailedTests + (r.numTotalTests === 0 ? 1 : 0);
+  for (const run of runs) {
+    const [name, file] = run.split("=");
+    const r = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : undefined;
+    const ok = r !== undefined && r.numTotalTests > 0 && r.numFailedTests === 0 && r.success !== false;
+    const counts = [r?.numPassedTests ?? 0, r ? r.numFailedTests : 1, r ? r.numPendingTests + r.numTodoTests : 0];
+    if (!r) console.log(`${name}: no report`);
+    passed += counts[0];
+    failed += counts[1] + (ok || counts[1] > 0 ? 0 : 1);
+    appendFileSync(totals, `${name}|${counts.join("|")}|${ok ? "ok" : "failed"}\n`);
   }
   console.log(`(${process.env.ELAPSED} s)`);
   console.log(`runtimes: ${passed} passed, ${failed} failed`);
   if (failed > 0) process.exit(1);
-' "$work/node.json" "$work/bun.json" "$work/deno.json" || status=1
+' "$totals" \
+  "Bun $bun_version and Deno $deno_version quick starts, workerd (Miniflare $miniflare_version)=$work/node.json" \
+  "Bun $bun_version: adapter and storage suites=$work/bun.json" \
+  "Deno $deno_version: adapter and storage suites=$work/deno.json" || status=1
 exit "$status"
