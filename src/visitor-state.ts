@@ -18,6 +18,7 @@ import { recentMap } from './recent-map.js';
 import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter } from './state/router.js';
+import { unref } from './unref.js';
 import {
   createVisitor,
   holdsState,
@@ -338,7 +339,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   const sweepTimer =
     options.sweepInterval === undefined
       ? undefined
-      : setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval')).unref();
+      : unref(setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval')));
 
   const state: VisitorState = {
     resolve(req, res) {

@@ -1,4 +1,5 @@
 import { type ErrorHook, StorageError, VisitorStateError } from '../errors.js';
+import { unref } from '../unref.js';
 import { type HeldBin, inProcess, jsonText, type TextStorage } from './storage.js';
 
 /**
@@ -75,7 +76,7 @@ export function guardStorage(
         fail: () => reject(new StorageError(`${label} did not answer ${what} within ${timeoutMs} ms`)),
       };
       pending.add(entry);
-      ticker ??= setInterval(tick, Math.max(5, timeoutMs / 4)).unref();
+      ticker ??= unref(setInterval(tick, Math.max(5, timeoutMs / 4)));
       let running: Promise<T>;
       try {
         running = run(storage);

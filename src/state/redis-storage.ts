@@ -1,4 +1,5 @@
 import { ConfigError, StorageError } from '../errors.js';
+import { unref } from '../unref.js';
 import { describeStore, loadPeer } from './load-peer.js';
 import { readsFromJsonText, type Storage, type StorageOptions } from './storage.js';
 
@@ -160,8 +161,7 @@ export async function redisStorage(url: URL | string, options: StorageOptions): 
           failed(error);
           settle();
           if (closed) return;
-          timer = setTimeout(connect, backoff(retries++));
-          timer.unref();
+          timer = unref(setTimeout(connect, backoff(retries++)));
         },
       );
     const guarded =
