@@ -339,9 +339,11 @@ async function redisPart(): Promise<void> {
     await expectSameData(pair);
     for (const [i, bin] of BINS.entries()) await keyv.set(bin, binValue(i), TTL_MS);
     // What the bin cache calls: the storage behind its timeout guard.
-    const guarded = guardStorage(Promise.resolve(storage), 'redis storage', 250, (error) =>
-      console.warn(`guard reported: ${error.message}`),
-    );
+    const guarded = guardStorage(Promise.resolve(storage), {
+      label: 'redis storage',
+      timeoutMs: 250,
+      onError: (error) => console.warn(`guard reported: ${error.message}`),
+    });
     const figures = await measure(
       [
         ...pairCases(pair),
@@ -356,7 +358,7 @@ async function redisPart(): Promise<void> {
           label: `redis storage + timeout guard get, ${IN_FLIGHT} in flight`,
           ops: IN_FLIGHT,
           run: async () => {
-            sink.value = await Promise.all(BINS.map((bin) => guarded.getText(VISITOR, bin)));
+            sink.value = await Promise.all(BINS.map((bin) => guarded.get(VISITOR, bin)));
           },
         },
       ],

@@ -60,10 +60,11 @@ const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
  * file or the new one, never half of one. The expiry is inside the file; an expired file
  * reads as absent and is removed, and `sweep()` removes the ones nobody reads.
  *
- * `add` is atomic through a lock file per bin, created with `open(…, 'wx')` (which fails
- * when the file exists, on every local file system): only the holder may decide that a bin
- * is absent and write it, and the removal of an expired file takes the same lock, so two
- * `add`s never both win. A lock older than 10 s is taken to be left by a crashed process.
+ * `add` and `update` are atomic through a lock file per bin, created with `open(…, 'wx')`
+ * (which fails when the file exists, on every local file system): only the holder may
+ * decide that a bin is absent (or read it to change it) and write it, and the removal of an
+ * expired file takes the same lock, so two `add`s never both win and two `update`s never
+ * lose each other's change. A lock older than 10 s is taken to be left by a crashed process.
  * `set` takes no lock: the last rename wins. On NFS, `wx` is atomic only from NFSv3 on.
  *
  * @example
@@ -210,6 +211,14 @@ export function fileStorage(dir: string): Storage {
 
   const entryOf = (bin: string, data: unknown, ttlMs: number): Entry => ({ bin, expires: Date.now() + ttlMs, data });
 
+  const liveEntries = async (visitorId: string): Promise<Entry[]> => {
+    const folder = folderOf(visitorId);
+    const names = await readdir(folder).catch(ignoring('ENOENT', 'ENOTDIR'));
+    if (!names) return [];
+    const entries = await Promise.all(binFiles(names).map((name) => live(placeIn(folder, name))));
+    return entries.flatMap((entry) => (entry ? [entry] : []));
+  };
+
   return {
     get,
 
@@ -232,16 +241,30 @@ export function fileStorage(dir: string): Storage {
       }
     },
 
+    async update(visitorId, bin, next, ttlMs) {
+      const place = placeOf(visitorId, bin);
+      const release = await waitLock(place);
+      try {
+        const found = await read(place.file);
+        const data = next(found && found.entry.expires > Date.now() ? found.entry.data : undefined);
+        if (data === undefined) await unlink(place.file).catch(ignoring('ENOENT', 'ENOTDIR'));
+        else await write(place, entryOf(bin, data, ttlMs));
+        return data;
+      } finally {
+        await release();
+      }
+    },
+
     async delete(visitorId, bin) {
       await unlink(placeOf(visitorId, bin).file).catch(ignoring('ENOENT', 'ENOTDIR'));
     },
 
     async bins(visitorId) {
-      const folder = folderOf(visitorId);
-      const names = await readdir(folder).catch(ignoring('ENOENT', 'ENOTDIR'));
-      if (!names) return [];
-      const entries = await Promise.all(binFiles(names).map((name) => live(placeIn(folder, name))));
-      return entries.flatMap((entry) => (entry ? [entry.bin] : []));
+      return (await liveEntries(visitorId)).map((entry) => entry.bin);
+    },
+
+    async entries(visitorId) {
+      return (await liveEntries(visitorId)).map(({ bin, data, expires }) => ({ bin, data, expiresAt: expires }));
     },
 
     async sweep() {
@@ -290,13 +313,13 @@ registerStorage('file', (url, { namespace }) => {
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const folder = resolve(process.env.VISITOR_STATE_FILES ?? './data/files');
-  const visitors = createVisitorState({ store: pathToFileURL(folder).href, sweepInterval: '10m' });
+  // An update takes the bin's lock and waits for the disk (datasync): give it more than the 250 ms default.
+  const visitors = createVisitorState({ store: pathToFileURL(folder).href, sweepInterval: '10m', timeout: '2s' });
   await visitors.ready();
 
   const server = createServer(async (req, res) => {
     const visitor = await visitors.resolve(req, res);
-    const views = ((await visitor.cache.get<number>('example:views')) ?? 0) + 1;
-    await visitor.cache.set('example:views', views);
+    const views = await visitor.cache.update('example:views', (n?: number) => (n ?? 0) + 1);
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ views }));
   });

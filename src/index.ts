@@ -18,17 +18,20 @@ export { createProxyTrust, normalizeIp, type ProxyTrust, type TrustProxy } from 
 export { type CookieResolver, type CookieResolverOptions, cookieResolver } from './identity/cookie.js';
 export { type FingerprintOptions, fingerprintResolver } from './identity/fingerprint.js';
 export type { Confidence, Identity, Resolver, ResolverContext } from './identity/types.js';
-export { type Bin, type BinCache, type BinRef, bin, type SetOptions } from './state/cache.js';
+export { type Bin, type BinCache, type BinRef, bin, type ManyData, type SetOptions } from './state/cache.js';
 export { type CookieStorageOptions, cookieStorage } from './state/cookie-storage.js';
 export { memoryStorage } from './state/memory-storage.js';
 export { type KeyvInstance, registerStorage, type StoreOption } from './state/registry.js';
 export type { BinRule } from './state/router.js';
 export type {
+  Capability,
   RequestScopedStorage,
   Storage,
   StorageFactory,
   StorageOptions,
   StorageRequest,
+  StoredBin,
+  VisitorPage,
 } from './state/storage.js';
 export type { LinkOutcome, LinkPolicy, Visitor, VisitorChange } from './visitor.js';
 export { createVisitorState, type VisitorState, type VisitorStateOptions } from './visitor-state.js';

@@ -1,6 +1,6 @@
 import { createKeyRing, randomId as defaultRandomId } from './crypto.js';
 import { type Duration, toMs } from './duration.js';
-import { ConfigError, CookieError, type ErrorHook, StorageError, type VisitorStateError } from './errors.js';
+import { ConfigError, CookieError, type ErrorHook, StorageError, VisitorStateError } from './errors.js';
 import {
   type NodeLikeRequest,
   type NodeLikeResponse,
@@ -17,8 +17,8 @@ import type { Resolver } from './identity/types.js';
 import { recentMap } from './recent-map.js';
 import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
-import { type BinRule, createRouter } from './state/router.js';
-import { unref } from './unref.js';
+import { type BinRule, createRouter, type StoreHandle } from './state/router.js';
+import type { RequestScopedStorage, Storage } from './state/storage.js';
 import {
   createVisitor,
   holdsState,
@@ -81,6 +81,11 @@ export interface VisitorStateOptions {
    * @default 100000
    */
   maxEntries?: number;
+  /**
+   * Bound of the `memory:` store, in bytes of what it holds.
+   * @default 64 MiB
+   */
+  maxBytes?: number;
   /**
    * Per-bin store and lifetime by name pattern, e.g. `{ 'ui:*': { store: 'cookie:' } }`.
    * @default {}
@@ -157,7 +162,12 @@ export interface VisitorState {
   readonly cacheCookies: { readonly names: readonly string[]; readonly pattern: string };
   /** Forgets the link of a user, e.g. when the account is deleted. */
   unlink(userId: string | number): Promise<void>;
-  /** Resolves when every store is open; rejects with the `ConfigError` of one that cannot be. */
+  /**
+   * Resolves when every store (typed bins' included) is open and answers a read within the
+   * `timeout`; rejects with the `ConfigError` of one whose options cannot work, or a
+   * `StorageError` for one that cannot be reached in time. Requests work without it (a store
+   * down costs its state, not the request): call it at start to fail fast.
+   */
   ready(): Promise<void>;
   /** Removes expired entries from stores without native expiry; resolves to how many. */
   sweep(): Promise<number>;
@@ -197,9 +207,57 @@ function secretsFrom(option: string | readonly string[] | undefined): string[] {
   return list;
 }
 
+/**
+ * What caused an error, down its `cause` chain, as short as a log line wants it: a system
+ * error's code (`ECONNREFUSED`), a driver's message (`role "x" does not exist`). An
+ * AggregateError (a connection tried on IPv4 and IPv6) gives its first error.
+ */
+export function causeOf(error: unknown): string | undefined {
+  const seen: string[] = [];
+  let current = (error as { cause?: unknown } | undefined)?.cause;
+  for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
+    if (current instanceof AggregateError && current.errors.length > 0 && !current.message) current = current.errors[0];
+    const code = (current as { code?: unknown }).code;
+    const message = current instanceof Error ? current.message : String(current);
+    const text =
+      typeof code === 'string' && !message.includes(code) && !/^\d/.test(code) ? `${code}: ${message}` : message;
+    if (text && !seen.some((earlier) => earlier.includes(text))) seen.push(text);
+    current = (current as { cause?: unknown }).cause;
+  }
+  return seen.length > 0 ? seen.join(' <- ') : undefined;
+}
+
 const warn: ErrorHook = (error: VisitorStateError) => {
-  console.warn(`visitor-state: ${error.code}: ${error.message}`);
+  const cause = causeOf(error);
+  console.warn(`visitor-state: ${error.code}: ${error.message}${cause ? ` (cause: ${cause})` : ''}`);
 };
+
+/**
+ * Opening a store (a connection, a TLS handshake, a schema) may take this many timeouts; the
+ * read that follows it, one.
+ */
+const OPENING = 20;
+
+/** Resolves once the store is open (within {@link OPENING} timeouts) and answers a read (within one). */
+async function opensAndAnswers(handle: StoreHandle, timeoutMs: number): Promise<void> {
+  const bound = timeoutMs * OPENING;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => fail(new StorageError(`${handle.label} did not open within ${bound} ms`)), bound);
+  });
+  try {
+    await Promise.race([
+      handle.opened.catch((error: unknown) => {
+        if (error instanceof VisitorStateError) throw error;
+        throw new StorageError(`${handle.label} could not be opened`, { cause: error });
+      }),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+  await handle.shared()?.probe();
+}
 
 /**
  * Wires the resolver chain, the stores and the options into one object that resolves the
@@ -236,6 +294,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   const defaultTtlMs = toMs(options.ttl ?? '30d', 'ttl');
   const cacheControl = options.cacheControl ?? 'private';
 
+  const timeoutMs = toMs(options.timeout ?? 250, 'timeout');
   const router = createRouter({
     store: options.store ?? 'memory:',
     bins: options.bins ?? {},
@@ -243,9 +302,12 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     storageOptions: {
       namespace,
       maxEntries: options.maxEntries ?? 100_000,
+      ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }),
+      timeoutMs,
+      now,
       report: (error) => onError(error as VisitorStateError),
     },
-    timeoutMs: toMs(options.timeout ?? 250, 'timeout'),
+    timeoutMs,
     defaultTtlMs,
     onError,
   });
@@ -321,10 +383,21 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     }
   };
 
+  /** The handle's storage once open, without waiting past the timeout for one that may never open. */
+  const openedWithin = async (handle: StoreHandle) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<undefined>((done) => {
+      timer = setTimeout(() => done(undefined), timeoutMs);
+    });
+    const storage = await Promise.race([handle.opened.catch(() => undefined), late]);
+    clearTimeout(timer);
+    return storage;
+  };
+
   const sweep = async (): Promise<number> => {
     let removed = 0;
     for (const handle of router.handles()) {
-      const storage = await handle.opened.catch(() => undefined);
+      const storage = await openedWithin(handle);
       if (storage && 'sweep' in storage && typeof storage.sweep === 'function') {
         try {
           removed += await storage.sweep();
@@ -339,7 +412,9 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   const sweepTimer =
     options.sweepInterval === undefined
       ? undefined
-      : unref(setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval')));
+      : setInterval(() => void sweep(), toMs(options.sweepInterval, 'sweepInterval'));
+  // In workerd setInterval returns a number, which has no unref.
+  (sweepTimer as { unref?: () => void } | undefined)?.unref?.();
 
   const state: VisitorState = {
     resolve(req, res) {
@@ -385,15 +460,18 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
       if (links) await unlinkUser(links, linkKey({ keys }, userId));
     },
     async ready() {
-      await Promise.all(router.handles().map((handle) => handle.opened));
+      await Promise.all(router.handles().map((handle) => opensAndAnswers(handle, timeoutMs)));
     },
     sweep,
     async close() {
       clearInterval(sweepTimer);
       await Promise.all(
         router.handles().map(async (handle) => {
-          const storage = await handle.opened.catch(() => undefined);
-          if (storage && 'close' in storage && typeof storage.close === 'function') await storage.close();
+          // A store that opens after close() is closed once it does.
+          const closeIt = (storage: Storage | RequestScopedStorage) =>
+            'close' in storage && typeof storage.close === 'function' ? storage.close() : undefined;
+          if (!(await openedWithin(handle))) void handle.opened.then(closeIt, () => {});
+          else await closeIt(await handle.opened);
         }),
       );
     },

@@ -1,4 +1,4 @@
-import { ConfigError, CookieError, type ErrorHook } from './errors.js';
+import { ConfigError, CookieError, type ErrorHook, StorageError } from './errors.js';
 import type { ResponseView } from './http.js';
 import { userIdOf } from './identity/auth.js';
 import type { Resolution } from './identity/chain.js';
@@ -272,7 +272,13 @@ function markOnce(router: Router, sharedId: string, ttlMs: number, now: () => nu
     marked ??= (async () => {
       const store = linkStore(router);
       if (!store) return;
-      await store.set(sharedId, HOLDS_STATE, 1, ttlMs);
+      try {
+        await store.set(sharedId, HOLDS_STATE, 1, ttlMs);
+      } catch (error) {
+        // The store's guard has reported it; a write never rejects for a store failure.
+        if (error instanceof StorageError) return;
+        throw error;
+      }
       heldOf(router).set(sharedId, now() + Math.min(ttlMs, HELD_TRUSTED_MS));
     })();
     return marked;
@@ -347,25 +353,33 @@ function actionsOf(state: LiveVisitor): VisitorActions {
     }
   };
 
+  // Every store the visitor may have bins in; a store that cannot list them refuses (ConfigError).
   const stores = () => Promise.all(env.router.handles().map(storeOf));
 
-  /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. The library's `@` records never move this way. */
+  /**
+   * Every application bin of `from`, in every store, written under `to`; a bin keeps what is
+   * left of its lifetime where the store tells it (`entries`), else starts the default one.
+   * With `ownWins`, a bin `to` already has is kept. The library's `@` records are not copied:
+   * links move with moveLinks, and a store's bin index follows the writes.
+   */
   const copyAll = async (from: string, to: string, ownWins: boolean) => {
     for (const store of await stores()) {
-      const names = (await store.bins(from)).filter((name) => !name.startsWith('@'));
-      if (names.length === 0) continue;
-      const data = await store.getMany(from, names);
+      const listed = (await store.entries(from)).filter((entry) => !entry.bin.startsWith('@'));
+      if (listed.length === 0) continue;
+      const names = listed.map((entry) => entry.bin);
       const present = ownWins ? await store.getMany(to, names) : names.map(() => undefined);
+      const now = ctx.now();
       await Promise.all(
-        names.map((name, i) =>
-          present[i] === undefined && data[i] !== undefined
-            ? store.set(to, name, data[i], env.settings.defaultTtlMs)
-            : undefined,
-        ),
+        listed.map((entry, i) => {
+          if (present[i] !== undefined) return undefined;
+          const left = entry.expiresAt === undefined ? env.settings.defaultTtlMs : entry.expiresAt - now;
+          return left > 0 ? store.set(to, entry.bin, entry.data, left) : undefined;
+        }),
       );
     }
   };
 
+  /** Deletes every bin of `id` in every store, the library's `@` records included. */
   const deleteAll = async (id: string) => {
     for (const store of await stores()) {
       const names = await store.bins(id);

@@ -105,12 +105,20 @@ class DeferredCache implements BinCache {
     return (await this.#visitor.resolve()).cache.get(bin);
   }
 
-  async set<T>(bin: BinRef<T>, data: T, options?: SetOptions): Promise<void> {
+  async set<T>(bin: BinRef<T>, data: NoInfer<T>, options?: SetOptions): Promise<boolean> {
     return (await this.#visitor.resolve()).cache.set(bin, data, options);
   }
 
-  async delete(bin: BinRef): Promise<void> {
+  async delete(bin: BinRef): Promise<boolean> {
     return (await this.#visitor.resolve()).cache.delete(bin);
+  }
+
+  async update<T>(
+    bin: BinRef<T>,
+    fn: (current: T | undefined) => NoInfer<T> | undefined,
+    options?: SetOptions,
+  ): Promise<T | undefined> {
+    return (await this.#visitor.resolve()).cache.update(bin, fn, options);
   }
 
   async getMany<const B extends readonly BinRef[]>(bins: B): Promise<ManyData<B>> {

@@ -9,6 +9,8 @@ export interface KeyvLike {
   getMany(keys: string[]): Promise<unknown[]>;
   on(event: 'error', listener: (error: unknown) => void): unknown;
   off?(event: 'error', listener: (error: unknown) => void): unknown;
+  /** Every key of the instance's namespace, where its adapter can list them (Map, Redis, SQLite, PostgreSQL, ...). */
+  iterator?: ((namespace?: string) => AsyncGenerator<[string, unknown], void>) | undefined;
 }
 
 const parsed = (value: unknown): unknown => (typeof value === 'string' ? JSON.parse(value) : undefined);
@@ -25,8 +27,12 @@ const parsed = (value: unknown): unknown => (typeof value === 'string' ? JSON.pa
  * in flight, one failure may fail its neighbours too, which is what an outage does anyway.
  *
  * Expiry is the adapter's (Keyv's own in-memory store does not remove expired entries
- * nobody reads), so there is no `sweep`, and no `bins`. `close()` stops listening but
- * leaves the instance open: it is the application's.
+ * nobody reads), so there is no `sweep`. `bins` exists where the adapter can list its keys
+ * (Keyv's `iterator`): it walks every key of the namespace, which is fine for `forget()` and
+ * `rotate()` on a small store and slow on a large one (the call fails after the `timeout`,
+ * loudly). Keyv has no atomic operation, so there is no `add` or `update`: `link()` and
+ * `cache.update()` refuse with a `ConfigError`. `close()` stops listening but leaves the
+ * instance open: it is the application's.
  *
  * @example
  * ```ts
@@ -60,8 +66,9 @@ export function keyvStorage(keyv: KeyvLike, options: StorageOptions): Storage {
   const never = () => false;
 
   const keyOf = (visitorId: string, bin: string) => `${visitorId}:${bin}`;
+  const iterator = keyv.iterator?.bind(keyv);
 
-  return {
+  const storage: Storage = {
     async get(visitorId, bin) {
       // getMany, because Keyv's get also hides an adapter that throws; its getMany rejects.
       const [value] = await checked(`read bin '${bin}'`, () => keyv.getMany([keyOf(visitorId, bin)]), never);
@@ -92,4 +99,19 @@ export function keyvStorage(keyv: KeyvLike, options: StorageOptions): Storage {
       keyv.off?.('error', onError);
     },
   };
+  if (iterator) {
+    // Visitor IDs hold no ':', so the prefix of one visitor is never the start of another's.
+    storage.bins = (visitorId) =>
+      checked(
+        'list bins',
+        async () => {
+          const start = `${visitorId}:`;
+          const names: string[] = [];
+          for await (const [key] of iterator()) if (key.startsWith(start)) names.push(key.slice(start.length));
+          return names;
+        },
+        never,
+      );
+  }
+  return storage;
 }

@@ -101,6 +101,8 @@ export function memoryStorage(options: Partial<StorageOptions> = {}): TextStorag
       return copyData(read(visitorId, bin)?.data);
     },
 
+    peek: (visitorId, bin) => copyData(read(visitorId, bin)?.data),
+
     async getMany(visitorId, bins) {
       return bins.map((bin) => copyData(read(visitorId, bin)?.data));
     },

@@ -45,7 +45,8 @@ export function registerStorage(scheme: string, factory: StorageFactory): void {
   registered.set(name, factory);
 }
 
-const isKeyv = (store: object): store is KeyvInstance =>
+/** Whether the `store` option is a Keyv instance (5 or 6) rather than a storage. */
+export const isKeyv = (store: object): store is KeyvInstance =>
   'store' in store && 'hooks' in store && typeof (store as { on?: unknown }).on === 'function';
 
 /**
@@ -82,11 +83,15 @@ export function storeFactory(store: string): { factory: StorageFactory; url: URL
   return { factory, url };
 }
 
-/** Opens what the `store` option names; the URL's password never appears in an error. */
-export async function openStorage(
+/**
+ * Opens what the `store` option names; the URL's password never appears in an error. A
+ * factory that answers at once (memory, cookies, an object) is answered at once, so the
+ * router knows a request-scoped store without waiting.
+ */
+export function openStorage(
   store: StoreOption,
   options: StorageOptions,
-): Promise<Storage | RequestScopedStorage> {
+): Storage | RequestScopedStorage | Promise<Storage | RequestScopedStorage> {
   if (typeof store !== 'string') {
     if (isUnstorage(store)) return unstorageStorage(store, options);
     return isKeyv(store) ? keyvStorage(store, options) : store;

@@ -1,8 +1,9 @@
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
-import { asText, type GuardedStorage, guardStorage } from './guard.js';
+import type { ListedBin } from './capabilities.js';
+import { type GuardedStorage, guardStorage } from './guard.js';
 import { describeStore } from './load-peer.js';
-import { openStorage, type StoreOption, storeFactory } from './registry.js';
+import { isKeyv, openStorage, type StoreOption, storeFactory } from './registry.js';
 import {
   isRequestScoped,
   type RequestScopedStorage,
@@ -19,21 +20,30 @@ export interface BinRule {
   ttl?: Duration;
 }
 
-/** The calls the bin cache makes on one store within one request. */
-export type BinStore = Omit<GuardedStorage, 'getNow'>;
+/**
+ * The calls the library makes on one store within one request: reads resolve to "absent"
+ * after reporting a failure; writes and listings reject with a `StorageError` after reporting.
+ */
+export type BinStore = Omit<GuardedStorage, 'peek' | 'probe'>;
+
+type Opened = Storage | RequestScopedStorage;
 
 /** One opened store: shared by every request, or bound to each. */
 export interface StoreHandle {
   readonly label: string;
-  readonly opened: Promise<Storage | RequestScopedStorage>;
+  readonly opened: Promise<Opened>;
+  /** Whether it lives in each request (cookies); `undefined` while its factory has not answered. */
+  requestScoped(): boolean | undefined;
+  /** What its factory made, once it has answered. */
+  current(): Opened | undefined;
   /** The guarded shared storage; `undefined` for a request-scoped one. */
   shared(): GuardedStorage | undefined;
   readonly migrateFrom: StoreHandle | undefined;
   /**
-   * Once the store is open, the guarded storage when every request uses it as it is (shared,
-   * nothing to migrate from): the bin cache then reaches it without a promise.
+   * The guarded storage when every request uses it as it is (shared, nothing to migrate
+   * from): the bin cache then reads it without waiting for this request's binding.
    */
-  readonly plain: GuardedStorage | undefined;
+  plain(): GuardedStorage | undefined;
 }
 
 /** The stores as one request sees them. */
@@ -61,7 +71,7 @@ export interface RouterOptions {
 export interface Router {
   readonly main: StoreHandle;
   route(bin: string, store: StoreOption | undefined): RoutedBin;
-  /** Every store, for sweep and close. */
+  /** Every store, typed bins' included, for ready, sweep and close. */
   handles(): StoreHandle[];
   /** Base names of the cookie stores' cookies. */
   cookieStores(): string[];
@@ -69,7 +79,23 @@ export interface Router {
   forRequest(request: StorageRequest | undefined): StoresOf;
 }
 
-const describe = (store: StoreOption) => (typeof store === 'string' ? describeStore(store) : 'custom storage');
+/**
+ * The stores that typed bins name (`bin('ui:theme', { store: 'cookie:' })`). Typed bins are
+ * made at module level, before or after `createVisitorState`: each router opens the stores
+ * declared so far at construction and the later ones when it lists its stores.
+ */
+const declaredStores = new Set<StoreOption>();
+
+/** Records the store a typed bin names. */
+export const declareStore = (store: StoreOption): void => {
+  declaredStores.add(store);
+};
+
+const describe = (store: StoreOption) =>
+  typeof store === 'string' ? describeStore(store) : isKeyv(store) ? 'Keyv instance' : 'custom storage';
+
+const DEFAULT_COOKIE_STORE = 'vs_data';
+const escapeRegExp = (text: string) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
 
 export function createRouter(options: RouterOptions): Router {
   const byKey = new Map<StoreOption, StoreHandle>();
@@ -79,31 +105,52 @@ export function createRouter(options: RouterOptions): Router {
     if (existing) return existing;
     const label = `store ${describe(store)}`;
     if (typeof store === 'string') storeFactory(store); // a bad URL or scheme throws here, at construction
-    const opened = Promise.resolve().then(() => openStorage(store, options.storageOptions));
-    opened.catch(() => {}); // reported on use and by ready(); never an unhandled rejection
+    let settled: Opened | undefined;
+    let opened: Promise<Opened>;
+    try {
+      const made = openStorage(store, options.storageOptions);
+      if (made instanceof Promise) opened = made;
+      else {
+        settled = made;
+        opened = Promise.resolve(made);
+      }
+    } catch (error) {
+      opened = Promise.reject(error);
+    }
+    opened.then(
+      (storage) => {
+        settled = storage;
+      },
+      () => {}, // reported on use and by ready(); never an unhandled rejection
+    );
     let guarded: GuardedStorage | undefined;
-    const handle: StoreHandle & { plain: GuardedStorage | undefined } = {
+    const handle: StoreHandle = {
       label,
       opened,
+      requestScoped: () => (settled === undefined ? undefined : isRequestScoped(settled)),
+      current: () => settled,
       shared() {
-        if (typeof store === 'string' && store.startsWith('cookie:')) return undefined;
+        if (settled !== undefined && isRequestScoped(settled)) return undefined;
         guarded ??= guardStorage(
-          opened.then((s) => (isRequestScoped(s) ? Promise.reject(new ConfigError(`${label} is request-scoped`)) : s)),
-          label,
-          options.timeoutMs,
-          options.onError,
+          opened.then((s) =>
+            isRequestScoped(s)
+              ? Promise.reject(new ConfigError(`${label} keeps state in each request's cookies: it cannot be shared`))
+              : s,
+          ),
+          { label, timeoutMs: options.timeoutMs, onError: options.onError },
         );
         return guarded;
       },
       migrateFrom: migrateFrom === undefined ? undefined : open(migrateFrom),
-      plain: undefined,
+      plain: () => plain,
     };
-    opened.then(
-      (storage) => {
-        if (!isRequestScoped(storage) && !handle.migrateFrom) handle.plain = handle.shared();
-      },
-      () => {},
-    );
+    // Known once the factory answered: read on every request, so worked out once.
+    let plain: GuardedStorage | undefined;
+    const settle = () => {
+      if (settled !== undefined && !handle.migrateFrom) plain = handle.shared();
+    };
+    settle();
+    opened.then(settle, () => {});
     byKey.set(store, handle);
     return handle;
   };
@@ -115,12 +162,21 @@ export function createRouter(options: RouterOptions): Router {
     handle: rule.store === undefined ? main : open(rule.store),
     ttlMs: rule.ttl === undefined ? undefined : toMs(rule.ttl, `bins['${pattern}'].ttl`),
   }));
+  const openDeclared = () => {
+    for (const store of declaredStores) open(store);
+  };
+  openDeclared();
 
   const bind = async (handle: StoreHandle, request: StorageRequest | undefined, stores: StoresOf) => {
     const storage = await handle.opened.catch(() => undefined);
     if (storage && isRequestScoped(storage)) {
       if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
-      return direct(storage.bind(request));
+      return guardStorage(storage.bind(request), {
+        label: handle.label,
+        timeoutMs: undefined,
+        onError: options.onError,
+        local: true,
+      });
     }
     const shared = handle.shared() as GuardedStorage;
     return handle.migrateFrom ? migrating(shared, await stores.of(handle.migrateFrom), options.defaultTtlMs) : shared;
@@ -147,6 +203,11 @@ export function createRouter(options: RouterOptions): Router {
     }
   }
 
+  const handles = () => {
+    openDeclared();
+    return [...byKey.values()];
+  };
+
   return {
     main,
     forRequest: (request) => new RequestStores(request),
@@ -155,53 +216,41 @@ export function createRouter(options: RouterOptions): Router {
       for (const rule of rules) if (rule.match.test(bin)) return rule;
       return mainRoute;
     },
-    handles: () => [...byKey.values()],
-    cookieStores: () =>
-      [...byKey.keys()].flatMap((store) => {
-        if (typeof store === 'string') return store.startsWith('cookie:') ? [DEFAULT_COOKIE_STORE] : [];
-        return isRequestScoped(store as Storage | RequestScopedStorage)
-          ? [(store as RequestScopedStorage).cookieName ?? DEFAULT_COOKIE_STORE]
-          : [];
-      }),
-  };
-}
-
-const DEFAULT_COOKIE_STORE = 'vs_data';
-const escapeRegExp = (text: string) => text.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
-
-/** A request-bound storage used as it is: its errors are already typed. */
-function direct(storage: Storage): BinStore {
-  const getMany = (id: string, bins: readonly string[]) =>
-    storage.getMany ? storage.getMany(id, bins) : Promise.all(bins.map((b) => storage.get(id, b)));
-  return {
-    get: (id, bin) => storage.get(id, bin),
-    getMany,
-    getText: async (id, bin) => asText(await storage.get(id, bin)),
-    getManyText: async (id, bins) => (await getMany(id, bins)).map(asText),
-    set: (id, bin, data, ttlMs) => storage.set(id, bin, data, ttlMs),
-    delete: (id, bin) => storage.delete(id, bin),
-    add: async (id, bin, data, ttlMs) => {
-      if (storage.add) return storage.add(id, bin, data, ttlMs);
-      if ((await storage.get(id, bin)) !== undefined) return false;
-      await storage.set(id, bin, data, ttlMs);
-      return true;
+    handles,
+    cookieStores: () => {
+      handles();
+      return [...byKey.values()].flatMap((handle) => {
+        const made = handle.current();
+        return made && isRequestScoped(made) ? [made.cookieName ?? DEFAULT_COOKIE_STORE] : [];
+      });
     },
-    bins: async (id) => (storage.bins ? storage.bins(id) : []),
   };
 }
 
-/** Reads fall back to the old store; what is found there moves to the new one. */
-function migrating(current: BinStore, old: BinStore, ttlMs: number): BinStore {
-  // The old store's remaining lifetime is not known: a moved bin starts a default one.
+/**
+ * A store that takes over from an old one: a bin missing here is looked up there and moved
+ * (keeping its remaining lifetime where the old store lists expiries); a delete or update
+ * reaches the old store too, so that nothing deleted comes back from it.
+ */
+function migrating(current: BinStore, old: BinStore, defaultTtlMs: number): BinStore {
+  const lifetimeIn = async (id: string, bin: string): Promise<number | undefined> => {
+    const listed: ListedBin[] = await old.entries(id).catch(() => []);
+    const expiresAt = listed.find((entry) => entry.bin === bin)?.expiresAt;
+    return expiresAt === undefined ? undefined : expiresAt - Date.now();
+  };
+  // A moved bin keeps what is left of its lifetime, or starts the default one (the `ttl` option) where unknown.
   const move = async (id: string, bin: string, data: unknown) => {
-    await current.set(id, bin, data, ttlMs);
+    const left = (await lifetimeIn(id, bin)) ?? defaultTtlMs;
+    if (left > 0) await current.set(id, bin, data, left);
     await old.delete(id, bin);
   };
+  const moveQuietly = (id: string, bin: string, data: unknown) => move(id, bin, data).catch(reported);
+
   const get = async (id: string, bin: string) => {
     const data = await current.get(id, bin);
     if (data !== undefined) return data;
     const found = await old.get(id, bin);
-    if (found !== undefined) await move(id, bin, found).catch(reported);
+    if (found !== undefined) await moveQuietly(id, bin, found);
     return found;
   };
   const getMany = async (id: string, bins: readonly string[]) => {
@@ -214,17 +263,35 @@ function migrating(current: BinStore, old: BinStore, ttlMs: number): BinStore {
       found.map(async (data, i) => {
         if (data !== undefined) return data;
         const moved = older[next++];
-        if (moved !== undefined) await move(id, bins[i] as string, moved).catch(reported);
+        if (moved !== undefined) await moveQuietly(id, bins[i] as string, moved);
         return moved;
       }),
     );
   };
+  const union = async (id: string) => {
+    const [here, there] = await Promise.all([current.entries(id), old.entries(id)]);
+    const seen = new Set(here.map((entry) => entry.bin));
+    return [...here, ...there.filter((entry) => !seen.has(entry.bin))];
+  };
   return {
-    ...current,
     get,
     getMany,
-    getText: async (id, bin) => asText(await get(id, bin)),
-    getManyText: async (id, bins) => (await getMany(id, bins)).map(asText),
+    set: (id, bin, data, ttlMs) => current.set(id, bin, data, ttlMs),
+    async add(id, bin, data, ttlMs) {
+      if ((await get(id, bin)) !== undefined) return false;
+      return current.add(id, bin, data, ttlMs);
+    },
+    async update(id, bin, next, ttlMs) {
+      await get(id, bin); // moves it here first
+      const stored = await current.update(id, bin, next, ttlMs);
+      await old.delete(id, bin);
+      return stored;
+    },
+    async delete(id, bin) {
+      await Promise.all([current.delete(id, bin), old.delete(id, bin)]);
+    },
+    bins: async (id) => (await union(id)).map((entry) => entry.bin),
+    entries: union,
   };
 }
 

@@ -8,17 +8,19 @@ import type { ResponseView } from '../http.js';
  * library's own records (links, the bin index) and are stored like any other bin.
  *
  * Three methods are required; every other ability is a named optional method below. Where
- * one is missing, the library either uses the fallback written beside this contract or
- * refuses, with a `ConfigError` naming the store and the method, the operation that needs it.
+ * one is missing, the library either uses the fallback written beside this contract
+ * (`capabilities.ts`) or refuses, with a `ConfigError` naming the store and the method, the
+ * operation that needs it: never a silent no-op. `visitor-state/testing` checks a storage
+ * against this contract (`storageContract(name, makeStorage, { capabilities })`).
  *
  * | method | |
  * | --- | --- |
  * | `get`, `set`, `delete` | required |
  * | `getMany` | recommended: several bins in one round trip (fallback: one `get` per bin) |
- * | `add` | recommended: atomic set-if-absent, for `link()` |
- * | `update` | recommended: atomic read-modify-write, for `cache.update()` |
- * | `bins` | recommended: the names of a visitor's bins, for `forget()` and `rotate()` |
- * | `entries` | optional: a visitor's bins with their expiry, for `rotate()`, export and migrate |
+ * | `add` | recommended: atomic set-if-absent, for `link()` (fallback: through `update`; else refused) |
+ * | `update` | recommended: atomic read-modify-write, for `cache.update()` (no fallback: refused) |
+ * | `bins` | recommended: the names of a visitor's bins, for `forget()` and `rotate()` (fallback: `entries`, else an index of names kept through `update`; else refused) |
+ * | `entries` | optional: a visitor's bins with their expiry, so `rotate()` and migration keep lifetimes (fallback: `bins` + `getMany`, expiry unknown) |
  * | `visitors` | optional: every visitor, page by page, for the command line |
  * | `sweep` | recommended where the store has no native expiry |
  * | `peek` | optional: a synchronous `get`, for a storage in this process |
@@ -76,7 +78,8 @@ export interface Storage {
   sweep?(): Promise<number>;
   /**
    * A synchronous `get`, for a storage in this process that answers without I/O: the data (a
-   * fresh copy) or `undefined`. Where present, the bin cache reads through it without a promise.
+   * fresh copy) or `undefined`. Having it says the storage lives in this process and cannot
+   * hang: the library then skips the timeout bookkeeping of its calls.
    */
   peek?(visitorId: string, bin: string): unknown;
   close?(): Promise<void>;
@@ -103,10 +106,18 @@ export type Capability = Exclude<keyof Storage, 'get' | 'set' | 'delete'>;
 /**
  * Built-in storages keep bins as JSON text and can hand it over as it is: the bin cache then
  * parses once, instead of the storage parsing and the cache serialising it again.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
  */
 export const jsonText = Symbol('visitor-state.jsonText');
 
-/** The JSON-text reads of a built-in storage. */
+/**
+ * The JSON-text reads of a built-in storage.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
+ */
 export interface JsonText {
   get(visitorId: string, bin: string): Promise<string | undefined>;
   getMany(visitorId: string, bins: readonly string[]): Promise<(string | undefined)[]>;
@@ -115,26 +126,49 @@ export interface JsonText {
 /**
  * A storage that lives in this process and cannot hang (the memory storage): the guard skips
  * its deadline bookkeeping, and the bin cache reads its JSON text synchronously.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
  */
 export const inProcess = Symbol('visitor-state.inProcess');
 
-/** A bin as a storage in this process holds it: its JSON text, and that text parsed. Neither is handed out as it is. */
+/**
+ * A bin as a storage in this process holds it: its JSON text, and that text parsed. Neither is handed out as it is.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
+ */
 export interface HeldBin {
   readonly json: string;
   readonly data: unknown;
 }
 
-/** The synchronous read of a storage in this process. */
+/**
+ * The synchronous read of a storage in this process.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
+ */
 export interface InProcess {
   read(visitorId: string, bin: string): HeldBin | undefined;
 }
 
-/** A built-in storage: JSON-text reads, and whether it lives in this process. */
+/**
+ * A built-in storage: JSON-text reads, and whether it lives in this process.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
+ */
 export type TextStorage = Storage & { readonly [jsonText]?: JsonText; readonly [inProcess]?: InProcess };
 
 const parseJson = (json: string | undefined): unknown => (json === undefined ? undefined : JSON.parse(json));
 
-/** `get` and `getMany` of a storage that keeps JSON text, with the text reads beside them. */
+/**
+ * `get` and `getMany` of a storage that keeps JSON text, with the text reads beside them.
+ *
+ * @deprecated The library no longer reads it: every read goes through the public methods.
+ * Kept only while built-in stores still build on it.
+ */
 export function readsFromJsonText(text: JsonText): Pick<TextStorage, 'get' | 'getMany' | typeof jsonText> {
   return {
     [jsonText]: text,

@@ -30,13 +30,32 @@ export function serializeBin(bin: string, data: unknown, maxBytes: number): stri
       `bin '${bin}': ${problem}; store plain objects, arrays, strings, finite numbers, booleans or null`,
     );
   const json = JSON.stringify(data);
-  const bytes = json.length <= maxBytes / 3 ? json.length : Buffer.byteLength(json);
+  const bytes = json.length <= maxBytes / 3 ? json.length : utf8Length(json);
   if (bytes > maxBytes) {
     throw new BinError(
       `bin '${bin}' is ${bytes} bytes as JSON, over the ${maxBytes}-byte limit; visitor state is meant to be small`,
     );
   }
   return json;
+}
+
+/** Bytes of `text` in UTF-8, without Node's Buffer (absent from some runtimes' request path). */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      // A surrogate pair is one four-byte character: two UTF-16 units, two bytes more.
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 2;
+        i++;
+      } else bytes += 2;
+    } else bytes += 2;
+  }
+  return bytes;
 }
 
 function unsupported(value: unknown, path: Set<object>): string | undefined {

@@ -1,10 +1,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   ConfigError,
+  cookieResolver,
   createVisitorState,
+  fingerprintResolver,
   type Storage,
   StorageError,
   type VisitorStateError,
@@ -12,7 +14,14 @@ import {
 } from '../../src/index.js';
 import { type CookieJar, createCookieJar } from '../helpers/cookie-jar.js';
 import { serve } from '../helpers/http.js';
-import { needRedisServer, privateRedis, type RedisProcess } from '../helpers/services.js';
+import {
+  DATABASE_URL,
+  freePort,
+  needPostgres,
+  needRedisServer,
+  privateRedis,
+  type RedisProcess,
+} from '../helpers/services.js';
 
 // No process-wide unhandledRejection listener here on purpose: vitest fails the run on one.
 
@@ -21,12 +30,11 @@ const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 const dir = await mkdtemp(join(tmpdir(), 'visitor-state-faults-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-/** What the app answers: what it read (`null` for nothing), and whether its write failed and how. */
+/** What the app answers: what it read (`null` for nothing), and what its write resolved to. */
 interface Answer {
   readonly id: string;
   readonly read: unknown;
-  readonly wrote: boolean;
-  readonly writeError?: { name: string; message: string; cause?: string };
+  readonly wrote: boolean | null;
 }
 
 interface App {
@@ -42,8 +50,8 @@ afterEach(async () => {
 
 /**
  * A node:http app that reads bin `?get=` and, when `?set=` is given, writes `?value=` to
- * it. A failed write is a StorageError the app catches and reports in its JSON, as an
- * application that treats visitor state as optional would; anything else would be a 500.
+ * it, as the README's handlers do: without a try/catch. A store failure must not make it
+ * a 500 or crash the process; anything that rejects would.
  */
 async function startApp(options: VisitorStateOptions): Promise<App> {
   const errors: VisitorStateError[] = [];
@@ -52,23 +60,9 @@ async function startApp(options: VisitorStateOptions): Promise<App> {
     const url = new URL(req.url ?? '/', 'http://app');
     const visitor = await visitors.resolve(req, res);
     const set = url.searchParams.get('set');
-    let wrote = false;
-    let writeError: Answer['writeError'];
-    if (set !== null) {
-      try {
-        await visitor.cache.set(set, url.searchParams.get('value'));
-        wrote = true;
-      } catch (error) {
-        if (!(error instanceof StorageError)) throw error;
-        writeError = {
-          name: error.name,
-          message: error.message,
-          ...(error.cause instanceof Error ? { cause: error.cause.name } : {}),
-        };
-      }
-    }
+    const wrote = set === null ? null : await visitor.cache.set(set, url.searchParams.get('value'));
     const read = await visitor.cache.get(url.searchParams.get('get') ?? 'mymod:none');
-    const answer: Answer = { id: visitor.id, read: read ?? null, wrote, ...(writeError ? { writeError } : {}) };
+    const answer: Answer = { id: visitor.id, read: read ?? null, wrote };
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify(answer));
   });
@@ -86,6 +80,7 @@ const ask = async (jar: CookieJar, app: App, query: string) => {
 };
 
 const redisServer = await needRedisServer();
+const postgresUp = await needPostgres();
 
 describe.runIf(redisServer)('a Redis that stops in the middle of a run of requests', () => {
   let redis: RedisProcess;
@@ -115,15 +110,14 @@ describe.runIf(redisServer)('a Redis that stops in the middle of a run of reques
         clients.map((jar, i) => ask(jar, app, `set=mymod:r${round}&value=${round}-${i}&get=mymod:first`)),
       );
       for (const answer of answers) {
-        if (answer.writeError) {
+        if (answer.wrote === false) {
           failedSets++;
-          expect(answer.writeError.name).toBe('StorageError');
           if (round >= START) failedAfterStart++;
         }
         if (round < STOP) expect(answer).toMatchObject({ wrote: true, read: 'kept' });
         if (down) {
           getsWhileDown++;
-          expect(answer).toMatchObject({ wrote: false, read: null, writeError: { name: 'StorageError' } });
+          expect(answer).toMatchObject({ wrote: false, read: null });
         }
       }
     }
@@ -133,7 +127,7 @@ describe.runIf(redisServer)('a Redis that stops in the middle of a run of reques
     let back: Answer | undefined;
     for (let attempt = 0; attempt < 100 && !back?.wrote; attempt++) {
       back = await ask(clients[0] as CookieJar, app, 'set=mymod:back&value=yes&get=mymod:back');
-      if (back.writeError) {
+      if (back.wrote === false) {
         failedSets++;
         failedAfterStart++;
         await sleep(100);
@@ -164,16 +158,12 @@ describe('a store that hangs', () => {
     delete: () => new Promise(() => {}),
   };
 
-  it('makes get resolve undefined and set reject with a StorageError after the timeout', async () => {
+  it('makes get resolve undefined and set resolve false after the timeout, and reports both', async () => {
     const app = await startApp({ store: hanging, timeout: 100 });
     const jar = createCookieJar();
     const answer = await ask(jar, app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
     expect(answer.read).toBeNull();
     expect(answer.wrote).toBe(false);
-    expect(answer.writeError).toEqual({
-      name: 'StorageError',
-      message: 'store custom storage did not answer set within 100 ms',
-    });
     expect(app.errors.map((error) => [error.name, error.message])).toEqual([
       ['StorageError', 'store custom storage did not answer set within 100 ms'],
       ['StorageError', 'store custom storage did not answer get within 100 ms'],
@@ -207,11 +197,7 @@ describe('a custom storage that fails', () => {
     const app = await startApp({ store });
     const jar = createCookieJar();
     const answer = await ask(jar, app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
-    expect(answer).toMatchObject({
-      read: null,
-      wrote: false,
-      writeError: { name: 'StorageError', message: 'store custom storage failed to set', cause: 'Error' },
-    });
+    expect(answer).toMatchObject({ read: null, wrote: false });
     expect(app.errors).toHaveLength(2);
     for (const error of app.errors) {
       expect(error).toBeInstanceOf(StorageError);
@@ -221,6 +207,22 @@ describe('a custom storage that fails', () => {
       'store custom storage failed to set',
       'store custom storage failed to get',
     ]);
+  });
+});
+
+describe('a failing store behind the fingerprint resolver', () => {
+  it('answers a cookie-less first visit that writes with wrote: false, not a 500', async () => {
+    const disk = new Error('disk full');
+    const store: Storage = {
+      get: () => Promise.reject(disk),
+      set: () => Promise.reject(disk),
+      delete: () => Promise.reject(disk),
+    };
+    const app = await startApp({ store, resolvers: [cookieResolver(), fingerprintResolver()] });
+    const answer = await ask(createCookieJar(), app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
+    expect(answer).toMatchObject({ read: null, wrote: false });
+    expect(app.errors.length).toBeGreaterThan(0);
+    for (const error of app.errors) expect(error).toBeInstanceOf(StorageError);
   });
 });
 
@@ -238,17 +240,59 @@ describe('a SQLite path that cannot be opened', () => {
     const jar = createCookieJar();
     for (let i = 0; i < 3; i++) {
       const answer = await ask(jar, app, 'set=mymod:geo&value=Lyon&get=mymod:geo');
-      expect(answer).toMatchObject({
-        read: null,
-        wrote: false,
-        writeError: { name: 'StorageError', cause: 'ConfigError' },
-      });
-      expect(answer.writeError?.message).toContain((ready as Error).message);
+      expect(answer).toMatchObject({ read: null, wrote: false });
     }
     expect(app.errors).toHaveLength(6);
     for (const error of app.errors) {
       expect(error).toBeInstanceOf(StorageError);
+      expect(error.message).toContain((ready as Error).message);
       expect(error.cause).toBe(ready);
     }
+  });
+});
+
+describe('a Redis on a closed port', () => {
+  it('costs a node:http handler that calls set without catching only its state: 200s, and onError hears each failure', async () => {
+    const port = await freePort();
+    const app = await startApp({ store: `redis://127.0.0.1:${port}`, timeout: 200 });
+    const jar = createCookieJar();
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await ask(jar, app, `set=mymod:n&value=${i}&get=mymod:n`));
+    expect(answers.map((answer) => [answer.wrote, answer.read])).toEqual(answers.map(() => [false, null]));
+    const failed = (what: string) =>
+      app.errors.filter((error) => error instanceof StorageError && error.message.includes(what)).length;
+    expect(failed('set')).toBe(5);
+    expect(failed('get')).toBe(5);
+  });
+});
+
+describe('the default onError line', () => {
+  const warned = async (store: string, timeout: number) => {
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'warn').mockImplementation((line: unknown) => {
+      lines.push(String(line));
+    });
+    try {
+      const visitors = createVisitorState({ secret: SECRET, store, timeout });
+      const visitor = await visitors.resolve({ headers: {} });
+      expect(await visitor.cache.set('mymod:geo', 'Lyon')).toBe(false);
+      await visitors.close();
+    } finally {
+      spy.mockRestore();
+    }
+    return lines.filter((line) => line.startsWith('visitor-state: ERR_VISITOR_STATE_STORAGE'));
+  };
+
+  it('names the cause of a refused connection', async () => {
+    const lines = await warned(`redis://127.0.0.1:${await freePort()}`, 300);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.some((line) => line.includes('ECONNREFUSED'))).toBe(true);
+  });
+
+  it.runIf(postgresUp)('names the cause of a PostgreSQL refusal', async () => {
+    const url = new URL(DATABASE_URL);
+    url.username = 'no_such_role_vs';
+    const lines = await warned(url.href, 2_000);
+    expect(lines.some((line) => line.includes('role "no_such_role_vs" does not exist'))).toBe(true);
   });
 });

@@ -7,10 +7,10 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { fileStorage } from '../../examples/file-storage.js';
 import { randomId } from '../../src/crypto.js';
 import { ConfigError, createVisitorState } from '../../src/index.js';
+import { storageContract } from '../../src/testing.js';
 import { createCookieJar } from '../helpers/cookie-jar.js';
 import { send } from '../helpers/http.js';
 import { freePort } from '../helpers/services.js';
-import { storageContract } from './storage-contract.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MINUTE = 60_000;
@@ -23,8 +23,10 @@ const filesUnder = async (folder: string): Promise<string[]> =>
     .filter((entry) => entry.isFile())
     .map((entry) => join(entry.parentPath, entry.name).slice(folder.length + 1));
 
-storageContract('file (examples/file-storage.ts)', async (namespace) =>
-  fileStorage(join(dir, 'contract', namespace ?? 'vs')),
+storageContract(
+  'file (examples/file-storage.ts)',
+  async (namespace) => fileStorage(join(dir, 'contract', namespace ?? 'vs')),
+  { capabilities: ['getMany', 'add', 'update', 'bins', 'entries', 'sweep'] },
 );
 
 describe('file storage', () => {

@@ -4,17 +4,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import KeyvRedis from '@keyv/redis';
+import { parse as parseCookie } from 'cookie';
 import Keyv from 'keyv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomId } from '../../src/crypto.js';
+import { createKeyRing, randomId } from '../../src/crypto.js';
 import { ConfigError, StorageError } from '../../src/errors.js';
+import { withFallbacks } from '../../src/state/capabilities.js';
+import { cookieStorage } from '../../src/state/cookie-storage.js';
 import { keyvStorage } from '../../src/state/keyv-storage.js';
 import { loadPeer } from '../../src/state/load-peer.js';
 import { memoryStorage } from '../../src/state/memory-storage.js';
 import { postgresStorage } from '../../src/state/postgres-storage.js';
 import { redisStorage } from '../../src/state/redis-storage.js';
 import { sqliteStorage } from '../../src/state/sqlite-storage.js';
-import type { Storage, StorageOptions } from '../../src/state/storage.js';
+import type { Capability, RequestScopedStorage, Storage, StorageOptions } from '../../src/state/storage.js';
+import { storageContract } from '../../src/testing.js';
+import { createVisitorState } from '../../src/visitor-state.js';
 import {
   DATABASE_URL,
   freePort,
@@ -28,7 +33,6 @@ import {
   type RedisProcess,
   redisCluster,
 } from '../helpers/services.js';
-import { storageContract } from './storage-contract.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -52,7 +56,14 @@ const postgresUp = await needPostgres();
 const redisServer = await needRedisServer();
 const clusterTools = redisServer && (await needRedisCluster());
 
-storageContract('memory', async () => memoryStorage());
+// What each store has today, beside the contract: the suite checks each list is exact.
+const MEMORY: Capability[] = ['getMany', 'add', 'bins', 'sweep', 'peek', 'close'];
+const SQL: Capability[] = ['getMany', 'add', 'bins', 'sweep', 'close'];
+const REDIS: Capability[] = ['getMany', 'add', 'bins', 'close'];
+const KEYV: Capability[] = ['getMany', 'bins', 'close'];
+const COOKIES: Capability[] = ['getMany', 'bins'];
+
+storageContract('memory', async () => memoryStorage(), { capabilities: MEMORY });
 
 describe('memory storage bound', () => {
   it('drops the visitors least recently used first', async () => {
@@ -91,19 +102,25 @@ describe('memory storage bound', () => {
   });
 });
 
-storageContract('SQLite file', (namespace) =>
-  sqliteStorage(new URL(`sqlite://${join(dir, 'contract', 'state.sqlite')}`), optionsFor(namespace)),
+storageContract(
+  'SQLite file',
+  (namespace) => sqliteStorage(new URL(`sqlite://${join(dir, 'contract', 'state.sqlite')}`), optionsFor(namespace)),
+  { capabilities: SQL },
 );
 
-storageContract('SQLite in memory', (namespace) => sqliteStorage(new URL('sqlite::memory:'), optionsFor(namespace)));
+storageContract('SQLite in memory', (namespace) => sqliteStorage(new URL('sqlite::memory:'), optionsFor(namespace)), {
+  capabilities: SQL,
+});
 
 if (redisUp)
   storageContract('Redis', (namespace) => redisStorage(new URL(REDIS_URL), optionsFor(namespace)), {
-    lacks: ['sweep'],
+    capabilities: REDIS,
   });
 
 if (postgresUp)
-  storageContract('PostgreSQL', (namespace) => postgresStorage(new URL(DATABASE_URL), optionsFor(namespace)));
+  storageContract('PostgreSQL', (namespace) => postgresStorage(new URL(DATABASE_URL), optionsFor(namespace)), {
+    capabilities: SQL,
+  });
 
 describe.runIf(clusterTools)('over a Redis Cluster of three masters', () => {
   let cluster: RedisCluster;
@@ -120,7 +137,9 @@ describe.runIf(clusterTools)('over a Redis Cluster of three masters', () => {
     await cluster?.stop();
   });
 
-  storageContract('Redis Cluster', (namespace) => redisStorage(seeds, optionsFor(namespace)), { lacks: ['sweep'] });
+  storageContract('Redis Cluster', (namespace) => redisStorage(seeds, optionsFor(namespace)), {
+    capabilities: REDIS,
+  });
 
   it('finds the whole cluster from one seed given with ?cluster=true', async () => {
     const storage = await redisStorage(new URL(`redis://127.0.0.1:${nodes[1]?.port}/?cluster=true`), optionsFor());
@@ -153,16 +172,184 @@ const closeKeyv = async (storage: Storage) => {
 
 storageContract('Keyv in memory', async (namespace) => overKeyv(new Keyv(namespace ? { namespace } : {})), {
   cleanup: closeKeyv,
-  lacks: ['bins', 'add', 'sweep'],
+  capabilities: KEYV,
 });
 
 if (redisUp) {
   storageContract(
     'Keyv over @keyv/redis',
     async (namespace) => overKeyv(new Keyv({ store: new KeyvRedis(REDIS_URL), namespace: namespace ?? 'vs-keyv' })),
-    { cleanup: closeKeyv, lacks: ['bins', 'add', 'sweep'] },
+    { cleanup: closeKeyv, capabilities: KEYV },
   );
 }
+
+/**
+ * Cookie storage as the contract sees a storage: one browser per visitor ID (the cookies
+ * hold one visitor's bins), each call a request of its own that sends that browser's
+ * cookies and keeps what the response sets.
+ */
+function browsers(scoped: RequestScopedStorage): Storage {
+  const keys = createKeyRing(['storages-test-secret-0123456789abcdefghij']);
+  const jars = new Map<string, Map<string, string>>();
+  const call = <T>(visitorId: string, run: (bound: Storage) => Promise<T>): Promise<T> => {
+    const own = jars.get(visitorId) ?? new Map<string, string>();
+    jars.set(visitorId, own);
+    const cookies = Object.fromEntries(own);
+    const bound = scoped.bind({
+      cookies,
+      secure: false,
+      keys,
+      now: Date.now,
+      response: {
+        headersSent: false,
+        getHeader: () => undefined,
+        setHeader: () => {},
+        appendHeader: () => {},
+        setCookie(name, serialized) {
+          const value = parseCookie(serialized)[name] ?? '';
+          if (/max-age=0(;|$)/i.test(serialized) || value === '') own.delete(name);
+          else own.set(name, value);
+        },
+      },
+    });
+    return run(bound);
+  };
+  return {
+    get: (id, bin) => call(id, (s) => s.get(id, bin)),
+    getMany: (id, bins) => call(id, (s) => (s.getMany as NonNullable<Storage['getMany']>)(id, bins)),
+    set: (id, bin, data, ttlMs) => call(id, (s) => s.set(id, bin, data, ttlMs)),
+    delete: (id, bin) => call(id, (s) => s.delete(id, bin)),
+    bins: (id) => call(id, (s) => (s.bins as NonNullable<Storage['bins']>)(id)),
+  };
+}
+
+storageContract('cookie', async () => browsers(cookieStorage()), { capabilities: COOKIES });
+
+/**
+ * A storage of the application's own over a Map: the three required methods, and `update`
+ * when asked (atomic: it reads and writes in one synchronous step after a pause).
+ */
+function mapStorage(withUpdate: boolean): Storage {
+  const map = new Map<string, { json: string; expires: number }>();
+  const live = (key: string) => {
+    const entry = map.get(key);
+    return entry && entry.expires > Date.now() ? (JSON.parse(entry.json) as unknown) : undefined;
+  };
+  const pause = () => sleep(Math.random() * 3);
+  const storage: Storage = {
+    async get(id, bin) {
+      await pause();
+      return live(`${id} ${bin}`);
+    },
+    async set(id, bin, data, ttlMs) {
+      await pause();
+      map.set(`${id} ${bin}`, { json: JSON.stringify(data), expires: Date.now() + ttlMs });
+    },
+    async delete(id, bin) {
+      await pause();
+      map.delete(`${id} ${bin}`);
+    },
+  };
+  if (withUpdate)
+    storage.update = async (id, bin, next, ttlMs) => {
+      await pause();
+      const data = next(live(`${id} ${bin}`));
+      if (data === undefined) map.delete(`${id} ${bin}`);
+      else map.set(`${id} ${bin}`, { json: JSON.stringify(data), expires: Date.now() + ttlMs });
+      return data === undefined ? undefined : JSON.parse(JSON.stringify(data));
+    };
+  return storage;
+}
+
+storageContract('custom, with update and nothing else', async () => mapStorage(true), { capabilities: ['update'] });
+storageContract('custom, with only get, set and delete', async () => mapStorage(false));
+
+describe("the bin index visitor-state keeps for a storage that cannot list a visitor's bins", () => {
+  it('loses no name when requests write bins of one visitor at once, and forget() finds them all', async () => {
+    const storage = mapStorage(true);
+    const visitors = createVisitorState({ secret: 'storages-test-secret-0123456789abcdefghij', store: storage });
+    const visitor = await visitors.resolveView(
+      { header: () => undefined, peerAddress: '127.0.0.1', encrypted: false, raw: {} },
+      undefined,
+    );
+    const id = visitor.id;
+    // Two requests writing two bins, and three concurrent link back-references.
+    const direct = withFallbacks(storage, 'store custom storage');
+    await Promise.all([
+      visitor.cache.set('test:a', 1),
+      visitor.cache.set('test:b', 2),
+      direct.set(id, '@link:L1', 1, 60_000),
+      direct.set(id, '@link:L2', 1, 60_000),
+      direct.set(id, '@link:L3', 1, 60_000),
+    ]);
+    expect((await direct.bins(id)).sort()).toEqual(['@bins', '@link:L1', '@link:L2', '@link:L3', 'test:a', 'test:b']);
+    await visitor.forget();
+    for (const bin of ['@bins', '@link:L1', '@link:L2', '@link:L3', 'test:a', 'test:b'])
+      expect(await storage.get(id, bin)).toBeUndefined();
+    await visitors.close();
+  });
+});
+
+describe.each([
+  ['over a Map', () => new Keyv({ namespace: `vs-scan-${randomId()}` }), true],
+  [
+    'over @keyv/redis',
+    () => new Keyv({ store: new KeyvRedis(REDIS_URL), namespace: `vs-scan-${randomId()}` }),
+    redisUp,
+  ],
+] as const)('forget() and rotate() on a Keyv instance %s', (_name, makeKeyv, up) => {
+  const keysOf = async (keyv: Keyv) => {
+    const keys: string[] = [];
+    for await (const [key] of keyv.iterator?.(undefined) ?? []) keys.push(key as string);
+    return keys;
+  };
+  const visitorOn = async (keyv: Keyv) => {
+    const visitors = createVisitorState({ secret: 'storages-test-secret-0123456789abcdefghij', store: keyv });
+    const response = {
+      headersSent: false,
+      getHeader: () => undefined,
+      setHeader() {},
+      appendHeader() {},
+      setCookie() {},
+    };
+    const visitor = await visitors.resolveView(
+      { header: () => undefined, peerAddress: '127.0.0.1', encrypted: false, raw: {} },
+      response,
+    );
+    return { visitors, visitor };
+  };
+
+  it.runIf(up)('leaves no key of the visitor after forget()', async () => {
+    const keyv = makeKeyv();
+    const { visitors, visitor } = await visitorOn(keyv);
+    const id = visitor.id;
+    await visitor.cache.set('mymod:a', 1);
+    await visitor.cache.set('mymod:b', { b: 2 });
+    expect((await keysOf(keyv)).filter((key) => key.includes(id))).toHaveLength(2);
+    await visitor.forget();
+    expect((await keysOf(keyv)).filter((key) => key.includes(id))).toEqual([]);
+    await visitors.close();
+    await keyv.disconnect();
+  });
+
+  it.runIf(up)('reads every bin under the new ID after rotate(), and keeps none under the old', async () => {
+    const keyv = makeKeyv();
+    const { visitors, visitor } = await visitorOn(keyv);
+    const from = visitor.id;
+    await visitor.cache.set('mymod:a', 1);
+    await visitor.cache.set('mymod:b', { b: 2 });
+    await visitor.rotate();
+    expect(await visitor.cache.getMany(['mymod:a', 'mymod:b'])).toEqual([1, { b: 2 }]);
+    const keys = await keysOf(keyv);
+    expect(keys.filter((key) => key.includes(from))).toEqual([]);
+    expect(keys.filter((key) => key.includes(visitor.id)).sort()).toEqual([
+      `${visitor.id}:mymod:a`,
+      `${visitor.id}:mymod:b`,
+    ]);
+    await visitors.close();
+    await keyv.disconnect();
+  });
+});
 
 describe('a Keyv store that fails', () => {
   it('rejects reads and writes with a StorageError, and reports the failure', async () => {
