@@ -19,6 +19,7 @@ const builtIn: Record<string, StorageFactory> = {
   sqlite: sqliteStorage,
   redis: redisStorage,
   rediss: redisStorage,
+  'redis-sentinel': redisStorage,
   postgres: postgresStorage,
   postgresql: postgresStorage,
   cookie: () => cookieStorage(),
@@ -61,7 +62,7 @@ export const isKeyv = (store: object): store is KeyvInstance =>
  * ```
  */
 export function storeFactory(store: string): { factory: StorageFactory; url: URL } | undefined {
-  if (/^rediss?:\/\/[^/?#]*,/i.test(store)) return undefined;
+  if (/^(rediss?|redis-sentinel):\/\/[^/?#]*,/i.test(store)) return undefined;
   let url: URL;
   try {
     url = new URL(store);

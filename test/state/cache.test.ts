@@ -635,7 +635,7 @@ describe('store configuration errors', () => {
     const construct = () => createVisitorState({ secret: SECRET, store: 'nosuch://somewhere/state' });
     expect(construct).toThrow(ConfigError);
     expect(construct).toThrow(
-      "unknown store scheme 'nosuch:'; use one of 'memory:', 'sqlite:', 'redis:', 'rediss:', 'postgres:', 'postgresql:', 'cookie:', 'cachetest:', or registerStorage('nosuch', factory) first",
+      "unknown store scheme 'nosuch:'; use one of 'memory:', 'sqlite:', 'redis:', 'rediss:', 'redis-sentinel:', 'postgres:', 'postgresql:', 'cookie:', 'cachetest:', or registerStorage('nosuch', factory) first",
     );
   });
 

@@ -59,7 +59,7 @@ const clusterTools = redisServer && (await needRedisCluster());
 // What each store has today, beside the contract: the suite checks each list is exact.
 const MEMORY: Capability[] = ['getMany', 'add', 'bins', 'sweep', 'peek', 'close'];
 const SQL: Capability[] = ['getMany', 'add', 'bins', 'sweep', 'close'];
-const REDIS: Capability[] = ['getMany', 'add', 'bins', 'close'];
+const REDIS: Capability[] = ['getMany', 'add', 'update', 'bins', 'entries', 'visitors', 'close'];
 const KEYV: Capability[] = ['getMany', 'bins', 'close'];
 const COOKIES: Capability[] = ['getMany', 'bins'];
 
