@@ -97,7 +97,7 @@ type Row = { readonly bin: string; readonly value: string; readonly expires: str
  * ```
  */
 export async function postgresStorage(url: URL, options: StorageOptions): Promise<Storage> {
-  const { default: pg } = await loadPeer('pg', url, () => import('pg'));
+  const { default: pg } = await loadPeer<typeof import('pg')>('pg', url);
   const store = describeStore(url);
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const now = options.now ?? Date.now;

@@ -67,8 +67,7 @@ export async function redisStorage(
   const target = redisTarget(url);
   if (/[{}]/.test(options.namespace))
     throw new ConfigError(`namespace '${options.namespace}' must not contain '{' or '}' (a Redis Cluster hash tag)`);
-  const client =
-    driver ?? (await loadPeer('@redis/client', target.label, () => import('@redis/client') as Promise<RedisDriver>));
+  const client = driver ?? (await loadPeer<RedisDriver>('@redis/client', target.label));
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const bound = deadlines(timeoutMs, target.label);
   const now = options.now ?? Date.now;

@@ -6,12 +6,13 @@ import { postgresStorage } from './postgres-storage.js';
 import { redisStorage } from './redis-storage.js';
 import { sqliteStorage } from './sqlite-storage.js';
 import type { RequestScopedStorage, Storage, StorageFactory, StorageOptions } from './storage.js';
+import { isUnstorage, type UnstorageLike, unstorageStorage } from './unstorage-storage.js';
 
 /** A Keyv 5 or 6 instance, told apart from a storage by its `store` and `hooks` (Keyv 6 has no `opts`). */
 export type KeyvInstance = KeyvLike & { readonly store: unknown; readonly hooks: unknown };
 
 /** What the `store` option takes. */
-export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance;
+export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance | UnstorageLike;
 
 const builtIn: Record<string, StorageFactory> = {
   memory: (_url, options) => memoryStorage(options),
@@ -92,7 +93,10 @@ export function openStorage(
   store: StoreOption,
   options: StorageOptions,
 ): Storage | RequestScopedStorage | Promise<Storage | RequestScopedStorage> {
-  if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
+  if (typeof store !== 'string') {
+    if (isUnstorage(store)) return unstorageStorage(store, options);
+    return isKeyv(store) ? keyvStorage(store, options) : store;
+  }
   const named = storeFactory(store);
   if (!named) return redisStorage(store, options);
   return named.factory(named.url, options);
