@@ -1,243 +1,234 @@
 import { ConfigError, StorageError } from '../errors.js';
-import { describeStore, loadPeer } from './load-peer.js';
-import { readsFromJsonText, type Storage, type StorageOptions } from './storage.js';
+import { loadPeer } from './load-peer.js';
+import { clusterLink } from './redis-cluster.js';
+import { deadlines } from './redis-deadline.js';
+import { CONNECT_TIMEOUT_MS, type RedisDriver, type RedisLink, sentinelLink, singleLink } from './redis-link.js';
+import { type ScriptName, scripts } from './redis-scripts.js';
+import { redisTarget } from './redis-url.js';
+import type { Storage, StorageOptions, StoredBin } from './storage.js';
 
-const CONNECT_TIMEOUT_MS = 2_000;
-const SCAN_COUNT = '1000';
+export type { RedisDriver } from './redis-link.js';
 
-// Exponential backoff from 50 ms, capped at 2 s: a restarted server is found again quickly.
-const backoff = (retries: number): number => Math.min(50 * 2 ** retries, 2_000);
-
-interface Node {
-  readonly host: string;
-  readonly port: number;
+/** What the Redis storage takes besides the URL and the common storage options. */
+export interface RedisStorageOptions {
+  /**
+   * The `@redis/client` module to connect with (major 5 or 6), for an application that loads
+   * its own copy.
+   * @default the installed `@redis/client`
+   */
+  readonly driver?: RedisDriver;
 }
 
-interface Target {
-  readonly tls: boolean;
-  readonly nodes: readonly Node[];
-  readonly username: string | undefined;
-  readonly password: string | undefined;
-  /** A URL the single client can take as it is; absent for a cluster. */
-  readonly url: string | undefined;
-}
-
-/** The commands this storage sends, on one client or on a cluster. */
-interface Commands {
-  get(key: string): Promise<string | null>;
-  mGet(keys: string[]): Promise<(string | null)[]>;
-  set(
-    key: string,
-    value: string,
-    options: { expiration: { type: 'PX'; value: number }; condition?: 'NX' },
-  ): Promise<unknown>;
-  del(key: string): Promise<unknown>;
-}
-
-const nodeOf = (scheme: string, text: string, store: string): Node => {
-  let parsed: URL;
-  try {
-    parsed = new URL(`${scheme}//${text}`);
-  } catch (error) {
-    throw new ConfigError(`store '${store}': '${text}' is not a host or host:port`, { cause: error });
-  }
-  return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: parsed.port === '' ? 6379 : Number(parsed.port) };
-};
-
-/**
- * Reads `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), a cluster given by
- * several hosts (`redis://h1:7000,h2:7001/`) or by `?cluster=true` on one seed host.
- * Several hosts with ports are not a valid WHATWG URL, so they may come as a string.
- */
-function targetOf(input: URL | string): Target {
-  const text = String(input);
-  const store = describeStore(text);
-  const match = /^(rediss?:)\/\/(?:([^/?#]*)@)?([^@/?#]*)([^?#]*)(\?[^#]*)?/i.exec(text);
-  if (!match) throw new ConfigError(`store '${store}' is not a redis:// or rediss:// URL`);
-  const [, rawScheme = '', auth, hosts = '', , query = ''] = match;
-  const scheme = rawScheme.toLowerCase();
-  const [user, pass] = auth === undefined ? [] : auth.split(/:(.*)/s, 2);
-  const username = user ? decodeURIComponent(user) : undefined;
-  const password = pass ? decodeURIComponent(pass) : undefined;
-  const nodes = (hosts === '' ? ['127.0.0.1'] : hosts.split(',')).map((host) => nodeOf(scheme, host, store));
-  const cluster = nodes.length > 1 || new URLSearchParams(query).get('cluster') === 'true';
-  return { tls: scheme === 'rediss:', nodes, username, password, url: cluster ? undefined : text };
-}
-
+const DEFAULT_TIMEOUT_MS = 250;
+/** How often `update` may find the bin changed under it before it gives up. */
+const UPDATE_ATTEMPTS = 50;
+const DEFAULT_PAGE = 1_000;
 const GLOB = /[*?[\]\\]/g;
+// Visitor IDs are 1 to 128 characters of A-Z a-z 0-9 _ -.
+const VISITOR_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+const pxOf = (ttlMs: number) => String(Math.max(1, Math.ceil(ttlMs)));
+const parse = (text: unknown): unknown => (typeof text === 'string' ? JSON.parse(text) : undefined);
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 /**
- * Storage in Redis or a Redis Cluster (`@redis/client` must be installed). Each bin is a
- * key `${namespace}:{${visitorId}}:${bin}` with a native TTL, so nothing needs sweeping;
- * the braces are a hash tag that puts a visitor's bins in one cluster slot, so `getMany`
- * is one `MGET` and `bins()` one `SCAN` on the node that owns that slot.
+ * Storage in Redis, a Redis Cluster or the master a Redis Sentinel names (`@redis/client` 5
+ * or 6 must be installed). Each bin is a key `${namespace}:{${visitorId}}:${bin}` with a native
+ * TTL, so nothing needs sweeping. Beside them, `${namespace}:{${visitorId}}` is a SET of the
+ * visitor's bin names, written by the same Lua script as each bin, so `bins()` and `entries()`
+ * read one key instead of scanning the keyspace. The braces are a hash tag: a visitor's keys
+ * share one cluster slot, so `getMany` is one `MGET` and every script is atomic on a Cluster.
  *
- * The factory never fails because the server is down: it reports the error, operations
- * reject at once (no offline queue) until the connection is back, and the client
- * reconnects by itself. Connection errors are reported once per outage.
+ * - `add` is `SET NX PX`; `update` a compare-and-set on the bin's text, retried when another
+ *   writer came first.
+ * - Every call ends within `timeoutMs`. A write that timed out may still land, if it had
+ *   reached the server before the deadline (a command still in the client's queue is dropped).
+ *   `update` stays correct regardless: its write lands only over the value its `next` saw.
+ * - Expiry runs on Redis's clock: the `now` option cannot move it; it only dates `entries()`.
+ * - The factory never fails because the server is down: it reports the error, calls fail at
+ *   once (no offline queue) until the connection is back, and the client reconnects by
+ *   itself. A cluster follows a failover (see `clusterLink`), a Sentinel its `switch-master`.
  *
  * @example
  * ```ts
- * const storage = await redisStorage(new URL('redis://127.0.0.1:6379'), {
+ * const storage = await redisStorage(new URL('redis-sentinel://s1:26379,s2:26379/mymaster'), {
  *   namespace: 'vs',
  *   maxEntries: 100_000,
  *   report: console.error,
  * });
  * ```
  */
-export async function redisStorage(url: URL | string, options: StorageOptions): Promise<Storage> {
-  const target = targetOf(url);
-  const store = describeStore(url);
-  const { createClient, createCluster } = await loadPeer('@redis/client', url, () => import('@redis/client'));
+export async function redisStorage(
+  url: URL | string,
+  options: StorageOptions,
+  { driver }: RedisStorageOptions = {},
+): Promise<Storage> {
+  const target = redisTarget(url);
+  if (/[{}]/.test(options.namespace))
+    throw new ConfigError(`namespace '${options.namespace}' must not contain '{' or '}' (a Redis Cluster hash tag)`);
+  const client =
+    driver ?? (await loadPeer('@redis/client', target.label, () => import('@redis/client') as Promise<RedisDriver>));
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const bound = deadlines(timeoutMs, target.label);
+  const now = options.now ?? Date.now;
 
   let down = false;
   let settle = () => {};
   const startup = new Promise<void>((done) => {
     settle = done;
   });
-  const failed = (error: unknown) => {
-    if (down) return;
-    down = true;
-    options.report(new StorageError(`store '${store}': connection failed; reconnecting`, { cause: error }));
+  const health = {
+    // Reported once per outage; every failed call still rejects on its own.
+    failed(error: unknown) {
+      settle();
+      if (down) return;
+      down = true;
+      options.report(new StorageError(`store '${target.label}': connection failed; reconnecting`, { cause: error }));
+    },
+    recovered() {
+      settle();
+      down = false;
+    },
   };
-  const recovered = () => {
-    down = false;
-  };
-
-  const socket = { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoff };
-  let commands: Commands;
-  let scan: (routeKey: string, pattern: string, cursor: string) => Promise<[string, string[]]>;
-  let close: () => Promise<void>;
-
-  if (target.url !== undefined) {
-    const client = createClient({ url: target.url, disableOfflineQueue: true, socket });
-    client.on('error', (error) => {
-      failed(error);
-      settle();
-    });
-    client.on('ready', () => {
-      recovered();
-      settle();
-    });
-    commands = client;
-    scan = (_routeKey, pattern, cursor) => client.sendCommand(['SCAN', cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT]);
-    // connect() resolves when the server answers; until then the client retries by itself.
-    client.connect().catch((error: unknown) => {
-      failed(error);
-      settle();
-    });
-    close = async () => {
-      if (!client.isOpen) return;
-      if (client.isReady) await client.close();
-      else client.destroy();
-    };
-  } else {
-    const cluster = createCluster({
-      rootNodes: target.nodes.map(({ host, port }) => ({ socket: { host, port } })),
-      defaults: {
-        disableOfflineQueue: true,
-        socket: target.tls ? { ...socket, tls: true } : socket,
-        ...(target.username === undefined ? {} : { username: target.username }),
-        ...(target.password === undefined ? {} : { password: target.password }),
-      },
-    });
-    let connected = false;
-    let closed = false;
-    let retries = 0;
-    let timer: NodeJS.Timeout | undefined;
-    cluster.on('error', failed);
-    cluster.on('node-error', failed);
-    cluster.on('node-ready', recovered);
-    // Unlike a single client, a cluster that finds no seed node at start gives up: retry it here.
-    const connect = (): Promise<void> =>
-      cluster.connect().then(
-        () => {
-          connected = true;
-          recovered();
-          settle();
-        },
-        (error: unknown) => {
-          failed(error);
-          settle();
-          if (closed) return;
-          timer = setTimeout(connect, backoff(retries++));
-          timer.unref();
-        },
-      );
-    const guarded =
-      <A extends unknown[], R>(run: (...args: A) => Promise<R>) =>
-      (...args: A): Promise<R> =>
-        connected ? run(...args) : Promise.reject(new StorageError(`store '${store}': cluster not connected yet`));
-    commands = {
-      get: guarded((key) => cluster.get(key)),
-      mGet: guarded((keys) => cluster.mGet(keys)),
-      set: guarded((key, value, setOptions) => cluster.set(key, value, setOptions)),
-      del: guarded((key) => cluster.del(key)),
-    };
-    // SCAN has no key, so it is routed by a key of the visitor's slot: to the master that owns it.
-    scan = guarded((routeKey, pattern, cursor) =>
-      cluster.sendCommand(routeKey, false, ['SCAN', cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT]),
-    );
-    void connect();
-    close = async () => {
-      closed = true;
-      clearTimeout(timer);
-      if (connected) await cluster.close();
-      else if (cluster.isOpen) cluster.destroy();
-    };
-  }
+  const open = { single: singleLink, cluster: clusterLink, sentinel: sentinelLink }[target.kind];
+  const link: RedisLink = open(client, target, bound, health);
 
   // Wait for the first connection or the first failure, never longer than the connect timeout.
   let waiting: NodeJS.Timeout | undefined;
   await Promise.race([startup, new Promise((done) => (waiting = setTimeout(done, CONNECT_TIMEOUT_MS)))]);
   clearTimeout(waiting);
 
-  const prefix = (visitorId: string) => `${options.namespace}:{${visitorId}}:`;
+  const indexOf = (visitorId: string) => `${options.namespace}:{${visitorId}}`;
+  const keyOf = (visitorId: string, bin: string) => `${indexOf(visitorId)}:${bin}`;
+
+  const run = async (name: ScriptName, visitorId: string, bin: string, args: readonly string[]): Promise<unknown> => {
+    const { sha, source } = scripts[name];
+    const index = indexOf(visitorId);
+    const keys = ['2', index, `${index}:${bin}`];
+    try {
+      return await link.send(index, ['EVALSHA', sha, ...keys, ...args]);
+    } catch (error) {
+      // A server that has not seen the script yet (or restarted, or a promoted replica) gets it in full.
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return link.send(index, ['EVAL', source, ...keys, ...args]);
+    }
+  };
+
+  const turns = new Map<string, Promise<unknown>>();
+  const inTurn = <T>(key: string, run: () => Promise<T>): Promise<T> => {
+    const mine = (turns.get(key) ?? Promise.resolve()).then(run);
+    const done = mine.then(
+      () => {},
+      () => {},
+    );
+    turns.set(key, done);
+    void done.then(() => {
+      if (turns.get(key) === done) turns.delete(key);
+    });
+    return mine;
+  };
+
+  const list = async (visitorId: string, withData: boolean) => {
+    const reply = await run('list', visitorId, '', [withData ? '1' : '0']);
+    return Array.isArray(reply) ? (reply as unknown[]) : [];
+  };
 
   return {
-    ...readsFromJsonText({
-      async get(visitorId, bin) {
-        return (await commands.get(prefix(visitorId) + bin)) ?? undefined;
-      },
-      async getMany(visitorId, bins) {
-        if (bins.length === 0) return [];
-        const start = prefix(visitorId);
-        return (await commands.mGet(bins.map((bin) => start + bin))).map((json) => json ?? undefined);
-      },
-    }),
+    async get(visitorId, bin) {
+      return parse(await link.send(indexOf(visitorId), ['GET', keyOf(visitorId, bin)]));
+    },
+
+    async getMany(visitorId, bins) {
+      if (bins.length === 0) return [];
+      const reply = await link.send(indexOf(visitorId), ['MGET', ...bins.map((bin) => keyOf(visitorId, bin))]);
+      return (reply as unknown[]).map(parse);
+    },
 
     async set(visitorId, bin, data, ttlMs) {
-      // PX takes a whole number of milliseconds, at least one.
-      const px = Math.max(1, Math.ceil(ttlMs));
-      await commands.set(prefix(visitorId) + bin, JSON.stringify(data), { expiration: { type: 'PX', value: px } });
+      await run('set', visitorId, bin, [bin, JSON.stringify(data), pxOf(ttlMs)]);
     },
 
     async add(visitorId, bin, data, ttlMs) {
-      const px = Math.max(1, Math.ceil(ttlMs));
-      const reply = await commands.set(prefix(visitorId) + bin, JSON.stringify(data), {
-        expiration: { type: 'PX', value: px },
-        condition: 'NX',
-      });
-      return reply !== null;
+      return Number(await run('add', visitorId, bin, [bin, JSON.stringify(data), pxOf(ttlMs)])) === 1;
     },
 
     async delete(visitorId, bin) {
-      await commands.del(prefix(visitorId) + bin);
+      await run('delete', visitorId, bin, [bin]);
     },
+
+    // Updates of one bin from this process take turns, so only other processes compete for it.
+    update: (visitorId, bin, next, ttlMs) =>
+      inTurn(keyOf(visitorId, bin), async () => {
+        const deadline = Date.now() + timeoutMs;
+        let text = (await link.send(indexOf(visitorId), ['GET', keyOf(visitorId, bin)])) as string | null;
+        for (let attempt = 1; ; attempt++) {
+          const value = next(parse(text));
+          const json = value === undefined ? '' : JSON.stringify(value);
+          const seen = typeof text === 'string' ? ['1', text] : ['0'];
+          // Not retried when it times out: it may have landed, and then next() has been applied once.
+          const reply = (await run('update', visitorId, bin, [bin, json, pxOf(ttlMs), ...seen])) as unknown[];
+          if (Number(reply[0]) === 1) return parse(json || undefined);
+          text = (reply[1] as string | undefined) ?? null;
+          if (attempt === UPDATE_ATTEMPTS || Date.now() > deadline)
+            throw new StorageError(
+              `store '${target.label}': update of '${bin}' gave up after ${attempt} attempts, each overtaken by another writer`,
+            );
+          // Many writers on one bin: spread the retries so that one of them wins each round.
+          if (attempt > 2) await sleep(Math.random() * Math.min(2 ** attempt, 20));
+        }
+      }),
 
     async bins(visitorId) {
-      const start = prefix(visitorId);
-      const pattern = `${start.replace(GLOB, '\\$&')}*`;
-      const found = new Set<string>();
-      let cursor = '0';
-      do {
-        const [next, keys] = await scan(start, pattern, cursor);
-        for (const key of keys) found.add(key.slice(start.length));
-        cursor = next;
-      } while (cursor !== '0');
-      return [...found];
+      return (await list(visitorId, false)).map(String);
     },
 
-    close,
+    async entries(visitorId) {
+      const flat = await list(visitorId, true);
+      const at = now();
+      const found: StoredBin[] = [];
+      for (let i = 0; i + 2 < flat.length; i += 3) {
+        const ms = Number(flat[i + 2]);
+        found.push({
+          bin: String(flat[i]),
+          data: parse(flat[i + 1]),
+          expiresAt: ms < 0 ? Number.MAX_SAFE_INTEGER : at + ms,
+        });
+      }
+      return found;
+    },
+
+    // A SCAN over the index keys, master by master: for the command line, not for requests.
+    // `limit` is a hint (SCAN's COUNT); an ID may come on two pages, as SCAN may return a key twice.
+    async visitors(page = {}) {
+      const masters = await link.masters();
+      const limit = page.limit ?? DEFAULT_PAGE;
+      const [at = '0', from = '0'] = (page.next ?? '0:0').split(':');
+      const start = `${options.namespace.replace(GLOB, '\\$&')}:{`;
+      const prefix = `${options.namespace}:{`;
+      const ids = new Set<string>();
+      let master = Number(at);
+      let cursor = from;
+      while (master < masters.length && ids.size < limit) {
+        const [nextCursor, keys] = (await masters[master]!.send([
+          'SCAN',
+          cursor,
+          'MATCH',
+          `${start}*}`,
+          'COUNT',
+          String(limit),
+          'TYPE',
+          'set',
+        ])) as [string, string[]];
+        for (const key of keys) {
+          const id = key.slice(prefix.length, -1);
+          if (key.startsWith(prefix) && VISITOR_ID.test(id)) ids.add(id);
+        }
+        cursor = String(nextCursor);
+        if (cursor === '0') master++;
+      }
+      return master < masters.length ? { ids: [...ids], next: `${master}:${cursor}` } : { ids: [...ids] };
+    },
+
+    close: () => link.close(),
   };
 }

@@ -18,6 +18,7 @@ const builtIn: Record<string, StorageFactory> = {
   sqlite: sqliteStorage,
   redis: redisStorage,
   rediss: redisStorage,
+  'redis-sentinel': redisStorage,
   postgres: postgresStorage,
   postgresql: postgresStorage,
   cookie: () => cookieStorage(),
@@ -54,7 +55,7 @@ export async function openStorage(
 ): Promise<Storage | RequestScopedStorage> {
   if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
   // Several cluster seeds (redis://h1:7000,h2:7001/) are not one URL's host: the Redis factory parses them.
-  if (/^rediss?:\/\/[^/?#]*,/i.test(store)) return redisStorage(store, options);
+  if (/^(rediss?|redis-sentinel):\/\/[^/?#]*,/i.test(store)) return redisStorage(store, options);
   let url: URL;
   try {
     url = new URL(store);

@@ -73,18 +73,33 @@ export interface RedisProcess {
   readonly port: number;
   readonly url: string;
   start(): Promise<void>;
+  /** Kills the server (SIGKILL), stopped or not. */
   stop(): Promise<void>;
+  /** Sends a signal to the running server: SIGSTOP hangs it with its sockets open. */
+  signal(signal: NodeJS.Signals): void;
 }
+
+// Every server a test starts, killed when the test process ends even if its afterAll never ran.
+const running = new Set<ReturnType<typeof spawn>>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 /**
  * A private redis-server on a free port, which a test may stop and start again to cause
  * a real outage. Extra arguments are passed through (e.g. `--cluster-enabled yes`).
  */
-export async function privateRedis(dir: string, extra: readonly string[] = []): Promise<RedisProcess> {
+export async function privateRedis(
+  dir: string,
+  extra: readonly string[] = [],
+  configFile?: string,
+): Promise<RedisProcess> {
   const port = await freePort();
   let child: ReturnType<typeof spawn> | undefined;
   const url = `redis://127.0.0.1:${port}`;
   const args = [
+    // A configuration file, when there is one, must come first.
+    ...(configFile === undefined ? [] : [configFile]),
     '--port',
     String(port),
     '--bind',
@@ -101,7 +116,10 @@ export async function privateRedis(dir: string, extra: readonly string[] = []): 
     port,
     url,
     async start() {
-      child = spawn('redis-server', args, { stdio: 'ignore' });
+      const started = spawn('redis-server', args, { stdio: 'ignore' });
+      child = started;
+      running.add(started);
+      started.once('exit', () => running.delete(started));
       for (let i = 0; i < 100; i++) {
         if (await canConnect(url)) return;
         await new Promise((r) => setTimeout(r, 50));
@@ -109,13 +127,16 @@ export async function privateRedis(dir: string, extra: readonly string[] = []): 
       throw new Error(`redis-server on port ${port} did not start`);
     },
     async stop() {
-      const running = child;
+      const stopping = child;
       child = undefined;
-      if (!running || running.exitCode !== null) return;
+      if (!stopping || stopping.exitCode !== null) return;
       await new Promise<void>((resolve) => {
-        running.once('exit', () => resolve());
-        running.kill('SIGKILL');
+        stopping.once('exit', () => resolve());
+        stopping.kill('SIGKILL');
       });
+    },
+    signal(signal) {
+      child?.kill(signal);
     },
   };
   await proc.start();
@@ -130,46 +151,192 @@ export const needRedisCluster = async () =>
   (await need('redis-cli', () => hasProgram('redis-cli'), 'install it with: apt-get install -y redis-tools'));
 
 export interface RedisCluster {
-  /** `redis://h1:p1,h2:p2,h3:p3/`, the form the Redis store takes for a cluster. */
+  /** `redis://h1:p1,h2:p2,h3:p3/`, the form the Redis store takes for a cluster (the masters at start). */
   readonly seeds: string;
+  /** Every node, masters first as they were at start. */
   readonly nodes: readonly RedisProcess[];
+  /** The masters at start, and for each its replica (when the cluster has replicas). */
+  readonly shards: readonly { readonly master: RedisProcess; readonly replica?: RedisProcess }[];
   stop(): Promise<void>;
 }
 
-/** A Redis Cluster of three masters, each a private redis-server under `dir`, joined and ready. */
-export async function redisCluster(dir: string): Promise<RedisCluster> {
-  const run = (args: string[]) =>
-    new Promise<string>((resolve, reject) => {
-      const child = spawn('redis-cli', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      child.stdout?.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-      });
-      child.once('error', reject);
-      child.once('exit', (code) =>
-        code === 0 ? resolve(out) : reject(new Error(`redis-cli ${args.join(' ')}: ${code}`)),
-      );
+const redisCli = (args: readonly string[]) =>
+  new Promise<string>((resolve, reject) => {
+    const child = spawn('redis-cli', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
     });
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`redis-cli ${args.join(' ')}: ${code}`)),
+    );
+  });
+
+/** One line of `CLUSTER NODES`, as a node sees it. */
+export interface ClusterNodeView {
+  readonly id: string;
+  readonly port: number;
+  readonly flags: readonly string[];
+  /** The ID of its master; '-' for a master. */
+  readonly masterId: string;
+}
+
+/** What the node on `port` thinks of the cluster (`CLUSTER NODES`). */
+export async function clusterNodes(port: number): Promise<ClusterNodeView[]> {
+  const out = await redisCli(['-p', String(port), 'cluster', 'nodes']);
+  return out
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const [id = '', address = '', flags = '', masterId = ''] = line.split(' ');
+      return { id, port: Number(address.split('@')[0]?.split(':')[1]), flags: flags.split(','), masterId };
+    });
+}
+
+/**
+ * A Redis Cluster of three masters (and, with `replicas: 1`, a replica for each), every node a
+ * private redis-server under `dir`, joined and ready; with replicas, each replica in sync.
+ */
+export async function redisCluster(
+  dir: string,
+  { replicas = 0, nodeTimeoutMs = 15_000 }: { replicas?: 0 | 1; nodeTimeoutMs?: number } = {},
+): Promise<RedisCluster> {
   const nodes: RedisProcess[] = [];
-  for (let i = 0; i < 3; i++) {
-    const nodeDir = `${dir}/cluster-${i}`;
-    await import('node:fs/promises').then((fs) => fs.mkdir(nodeDir, { recursive: true }));
-    nodes.push(await privateRedis(nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf']));
-  }
-  const addresses = nodes.map((node) => `127.0.0.1:${node.port}`);
-  await run(['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes']);
-  for (const node of nodes) {
+  const stop = async () => {
+    for (const node of nodes) await node.stop();
+  };
+  try {
+    const { mkdir } = await import('node:fs/promises');
+    for (let i = 0; i < 3 * (1 + replicas); i++) {
+      const nodeDir = `${dir}/cluster-${i}`;
+      await mkdir(nodeDir, { recursive: true });
+      nodes.push(
+        await privateRedis(nodeDir, [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          String(nodeTimeoutMs),
+        ]),
+      );
+    }
+    const addresses = nodes.map((node) => `127.0.0.1:${node.port}`);
+    // With replicas, redis-cli makes the first three the masters.
+    await redisCli(['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicas), '--cluster-yes']);
+    const byPort = new Map(nodes.map((node) => [node.port, node]));
+    let shards: RedisCluster['shards'] = [];
     for (let i = 0; ; i++) {
-      if ((await run(['-p', String(node.port), 'cluster', 'info'])).includes('cluster_state:ok')) break;
-      if (i === 100) throw new Error(`cluster node ${node.port} never reached cluster_state:ok`);
+      const infos = await Promise.all(nodes.map((node) => redisCli(['-p', String(node.port), 'cluster', 'info'])));
+      const views = await clusterNodes(nodes[0]!.port);
+      const masters = views.filter((view) => view.flags.includes('master'));
+      shards = masters.map((master) => {
+        const replica = views.find((view) => view.masterId === master.id);
+        return { master: byPort.get(master.port)!, ...(replica ? { replica: byPort.get(replica.port)! } : {}) };
+      });
+      const synced =
+        replicas === 0 ||
+        (
+          await Promise.all(
+            shards.map(({ replica }) => redisCli(['-p', String(replica?.port ?? 0), 'info', 'replication'])),
+          )
+        ).every((info) => info.includes('master_link_status:up'));
+      if (infos.every((info) => info.includes('cluster_state:ok')) && shards.length === 3 && synced) break;
+      if (i === 150) throw new Error('the cluster never reached cluster_state:ok with its replicas in sync');
       await new Promise((r) => setTimeout(r, 100));
     }
+    return {
+      seeds: `redis://${shards.map(({ master }) => `127.0.0.1:${master.port}`).join(',')}/`,
+      nodes,
+      shards,
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
   }
-  return {
-    seeds: `redis://${addresses.join(',')}/`,
-    nodes,
-    stop: async () => {
-      for (const node of nodes) await node.stop();
-    },
+}
+
+export interface RedisSentinelSet {
+  /** `redis-sentinel://s1,s2,s3/mymaster`. */
+  readonly url: string;
+  readonly masterName: string;
+  readonly master: RedisProcess;
+  readonly replica: RedisProcess;
+  readonly sentinels: readonly RedisProcess[];
+  /** The port of the server the sentinels now call the master. */
+  masterPort(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * One master, one replica and three sentinels (quorum 2), all private servers under `dir`,
+ * each sentinel knowing the others and the replica. The master is taken for down after
+ * `downAfterMs` without an answer.
+ */
+export async function redisSentinel(dir: string, { downAfterMs = 1_000 } = {}): Promise<RedisSentinelSet> {
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const started: RedisProcess[] = [];
+  const stop = async () => {
+    for (const server of started) await server.stop();
   };
+  const masterName = 'mymaster';
+  try {
+    await mkdir(`${dir}/master`, { recursive: true });
+    await mkdir(`${dir}/replica`, { recursive: true });
+    const master = await privateRedis(`${dir}/master`);
+    started.push(master);
+    const replica = await privateRedis(`${dir}/replica`, ['--replicaof', '127.0.0.1', String(master.port)]);
+    started.push(replica);
+    const sentinels: RedisProcess[] = [];
+    for (let i = 0; i < 3; i++) {
+      const sentinelDir = `${dir}/sentinel-${i}`;
+      await mkdir(sentinelDir, { recursive: true });
+      const config = `${sentinelDir}/sentinel.conf`;
+      // Sentinel rewrites its configuration file as it learns: it must be a file of its own.
+      await writeFile(
+        config,
+        [
+          `sentinel monitor ${masterName} 127.0.0.1 ${master.port} 2`,
+          `sentinel down-after-milliseconds ${masterName} ${downAfterMs}`,
+          `sentinel failover-timeout ${masterName} 10000`,
+          `sentinel parallel-syncs ${masterName} 1`,
+          '',
+        ].join('\n'),
+      );
+      const sentinel = await privateRedis(sentinelDir, ['--sentinel'], config);
+      started.push(sentinel);
+      sentinels.push(sentinel);
+    }
+    const ask = (port: number, ...args: string[]) => redisCli(['-p', String(port), ...args]);
+    for (let i = 0; ; i++) {
+      const views = await Promise.all(
+        sentinels.map(async (sentinel) => ({
+          others: (await ask(sentinel.port, 'sentinel', 'sentinels', masterName))
+            .split('\n')
+            .filter((l) => l === 'name').length,
+          replicas: (await ask(sentinel.port, 'sentinel', 'replicas', masterName)).includes(String(replica.port)),
+        })),
+      );
+      if (views.every((view) => view.others === 2 && view.replicas)) break;
+      if (i === 150) throw new Error('the sentinels never found each other and the replica');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return {
+      url: `redis-sentinel://${sentinels.map((sentinel) => `127.0.0.1:${sentinel.port}`).join(',')}/${masterName}`,
+      masterName,
+      master,
+      replica,
+      sentinels,
+      async masterPort() {
+        const out = await ask(sentinels[0]!.port, 'sentinel', 'get-master-addr-by-name', masterName);
+        return Number(out.split('\n')[1]);
+      },
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }
