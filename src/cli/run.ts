@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module';
-import { VisitorStateError } from '../errors.js';
 import { exportVisitor } from './export.js';
 import { forget } from './forget.js';
 import type { CliIo } from './io.js';
@@ -50,7 +49,7 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
       return 2;
     }
     io.err(`visitor-state: ${oneLine(error)}`);
-    if (!(error instanceof VisitorStateError) || io.env.VISITOR_STATE_DEBUG) io.err(String((error as Error)?.stack));
+    if (io.env.VISITOR_STATE_DEBUG) io.err(String((error as Error)?.stack));
     return 1;
   } finally {
     await Promise.all(opened.map((store) => store.close()));

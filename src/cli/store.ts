@@ -101,9 +101,10 @@ export async function openCliStore(url: string, namespace: string, timeoutMs: nu
         timeoutMs,
         `${label} (${method})`,
       ).catch((error: unknown) => {
-        if (error instanceof StorageError && error.cause === undefined && lastReport !== undefined)
-          throw new StorageError(error.message, { cause: lastReport });
-        throw error;
+        // A driver's own error ("The client is offline") is named after the call, with what the connection reported.
+        if (error instanceof VisitorStateError && error.cause !== undefined) throw error;
+        const message = error instanceof StorageError ? error.message : `${label} failed (${method})`;
+        throw new StorageError(message, { cause: lastReport ?? error });
       });
   }
   const bounded = storage as unknown as Storage;

@@ -4,13 +4,19 @@ import type { CliStore } from './store.js';
 /** How many visitors one page of a listing asks for. */
 const PAGE = 500;
 
-/** Every visitor ID of the store, page by page. */
+/**
+ * Every visitor ID of the store, page by page, each once. A listing may give an ID twice (a
+ * Redis SCAN does): the IDs seen are kept to drop repeats, some 100 bytes per visitor.
+ */
 export async function* visitorIds(store: CliStore, command: string): AsyncGenerator<string[]> {
   const visitors = store.need('visitors', command);
+  const seen = new Set<string>();
   let next: string | undefined;
   do {
     const page = await visitors(next === undefined ? { limit: PAGE } : { next, limit: PAGE });
-    if (page.ids.length > 0) yield page.ids;
+    const fresh = page.ids.filter((id) => !seen.has(id));
+    for (const id of fresh) seen.add(id);
+    if (fresh.length > 0) yield fresh;
     next = page.next;
   } while (next !== undefined);
 }
