@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@redis/client';
 import pg from 'pg';
-import sqlite3 from 'sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   authResolver,
@@ -17,6 +16,7 @@ import {
   type VisitorChange,
   type VisitorState,
 } from '../src/index.js';
+import { sqliteDriver } from '../src/state/sqlite-driver.js';
 import { type CookieJar, createCookieJar } from './helpers/cookie-jar.js';
 import { serve, type TestServer } from './helpers/http.js';
 import {
@@ -236,15 +236,14 @@ const listed: Listed[] = [
     name: 'SQLite',
     available: async () => true,
     store: async () => `sqlite://${join(dir, 'forget.sqlite')}`,
-    visitors: (ns) =>
-      new Promise((resolve, reject) => {
-        const db = new sqlite3.Database(join(dir, 'forget.sqlite'));
-        db.all<{ visitor: string }>('SELECT DISTINCT visitor FROM visitor_state WHERE ns = ?', [ns], (error, rows) => {
-          db.close();
-          if (error) reject(error);
-          else resolve(rows.map((row) => row.visitor));
-        });
-      }),
+    visitors: async (ns) => {
+      const db = (await sqliteDriver(join(dir, 'forget.sqlite'))).open(join(dir, 'forget.sqlite'));
+      const rows = db.prepare('SELECT DISTINCT visitor FROM visitor_state WHERE ns = ?').all(ns) as {
+        visitor: string;
+      }[];
+      db.close();
+      return rows.map((row) => row.visitor);
+    },
   },
   {
     name: 'Redis',

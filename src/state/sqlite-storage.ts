@@ -1,15 +1,23 @@
+import { mkdirSync, type Stats, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import type { Database, Statement } from 'sqlite3';
-import { ConfigError } from '../errors.js';
-import { describeStore, loadPeer } from './load-peer.js';
-import { readsFromJsonText, type Storage, type StorageOptions } from './storage.js';
+import { ConfigError, StorageError } from '../errors.js';
+import { describeStore } from './load-peer.js';
+import { type SqliteDatabase, type SqliteDriver, type SqliteStatement, sqliteDriver } from './sqlite-driver.js';
+import type { Storage, StorageOptions, StoredBin } from './storage.js';
 
 const SWEEP_BATCH = 1_000;
+const DEFAULT_TIMEOUT_MS = 250;
+/** Opening waits longer for a lock than a request does: switching a new file to WAL needs one. */
+const OPEN_BUSY_MS = 5_000;
+/** How often the file's identity is checked against the open handle (see `current`). */
+const IDENTITY_CHECK_MS = 1_000;
+const DEFAULT_PAGE = 1_000;
+const MAX_PAGE = 10_000;
 
 const SCHEMA = [
   // The busy timeout comes first: switching a new file to WAL takes a lock another process may hold.
-  'PRAGMA busy_timeout = 5000',
+  `PRAGMA busy_timeout = ${OPEN_BUSY_MS}`,
   'PRAGMA journal_mode = WAL',
   'PRAGMA synchronous = NORMAL',
   `CREATE TABLE IF NOT EXISTS visitor_state (
@@ -36,9 +44,18 @@ const SQL = {
     WHERE visitor_state.expires <= ?`,
   delete: 'DELETE FROM visitor_state WHERE ns = ? AND visitor = ? AND bin = ?',
   bins: 'SELECT bin FROM visitor_state WHERE ns = ? AND visitor = ? AND expires > ?',
+  entries: 'SELECT bin, value, expires FROM visitor_state WHERE ns = ? AND visitor = ? AND expires > ?',
+  // The primary key's order: each page is a range scan that starts where the last one ended.
+  visitors: `SELECT DISTINCT visitor FROM visitor_state WHERE ns = ? AND visitor > ? AND expires > ?
+    ORDER BY visitor LIMIT ?`,
   // WITHOUT ROWID tables have no rowid, and DELETE … LIMIT is a compile-time option: select a batch by key.
   sweep: `DELETE FROM visitor_state WHERE (ns, visitor, bin) IN
     (SELECT ns, visitor, bin FROM visitor_state WHERE ns = ? AND expires <= ? LIMIT ${SWEEP_BATCH})`,
+  // IMMEDIATE takes the write lock at once, so two processes' read-modify-writes queue up
+  // instead of both reading the old value.
+  begin: 'BEGIN IMMEDIATE',
+  commit: 'COMMIT',
+  rollback: 'ROLLBACK',
 } as const;
 
 /** The SQL of the sweep's DELETE, for checking its query plan. */
@@ -55,14 +72,33 @@ function fileOf(url: URL): string {
   return resolve(path);
 }
 
-type Row = Record<string, string>;
+interface Connection {
+  readonly db: SqliteDatabase;
+  readonly statements: Record<keyof typeof SQL, SqliteStatement>;
+  /** The file the handle has open; `undefined` for `:memory:`. */
+  readonly identity: Pick<Stats, 'dev' | 'ino'> | undefined;
+}
+
+type Row = Record<string, unknown>;
 
 /**
- * Storage in a SQLite file (`sqlite3` must be installed): one row per bin, expiry in an
- * indexed column, WAL so several processes can share the file. Expired rows are hidden at
- * once and removed by `sweep()`, which deletes this namespace's expired rows in batches.
+ * Storage in a SQLite file: one row per bin, expiry in an indexed column, WAL so several
+ * processes can share the file. The driver is the runtime's `node:sqlite` (Node 22.13 and
+ * later, Deno), else `better-sqlite3` 12, an optional peer to install on Node 20. Expired rows
+ * are hidden at once and removed by `sweep()`, which deletes this namespace's expired rows
+ * in batches. Every ability of the storage contract but `peek` is here: `update` is a
+ * `BEGIN IMMEDIATE` transaction, atomic across the processes that share the file.
  *
- * A file that cannot be opened or created is a {@link ConfigError} at start.
+ * Both drivers are synchronous: a statement runs to its end on the main thread, so no
+ * timeout can cut one short (they take microseconds on a local disk). What `timeoutMs`
+ * does bound is the wait for a lock another process holds (SQLite's busy timeout): past
+ * it the call fails with `SQLITE_BUSY` rather than stalling the event loop. Opening waits
+ * up to 5 s for that lock, once, at start.
+ *
+ * A file that cannot be opened or created is a {@link ConfigError} at start. A file deleted
+ * or replaced while open is found within a second (its device and inode against the open
+ * handle's), reported through `report`, and opened again at its path, so that writes do not
+ * go on into a file nobody can see.
  *
  * @example
  * ```ts
@@ -74,9 +110,11 @@ type Row = Record<string, string>;
  * ```
  */
 export async function sqliteStorage(url: URL, options: StorageOptions): Promise<Storage> {
-  const { default: sqlite3 } = await loadPeer('sqlite3', url, () => import('sqlite3'));
+  const driver = await sqliteDriver(url);
   const file = fileOf(url);
   const store = describeStore(url);
+  const now = options.now ?? Date.now;
+  const busyMs = Math.max(1, Math.ceil(options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
 
   if (file !== ':memory:') {
     try {
@@ -86,97 +124,153 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
     }
   }
 
-  const db = await new Promise<Database>((done, fail) => {
-    const opened: Database = new sqlite3.Database(file, (error) => (error ? fail(error) : done(opened)));
-  }).catch((error: unknown) => {
-    throw new ConfigError(`store '${store}': cannot open ${file}; check the path and its permissions`, {
-      cause: error,
-    });
-  });
-  // Errors of calls made without a callback would otherwise be thrown as 'error' events.
-  db.on('error', (error) => options.report(error));
+  let connection: Connection | undefined = connect(driver, file, store, busyMs);
+  let checkedAt = Date.now();
 
-  const exec = (sql: string) =>
-    new Promise<void>((done, fail) => db.exec(sql, (error) => (error ? fail(error) : done())));
-  const prepare = (sql: string) =>
-    new Promise<Statement>((done, fail) => {
-      const statement = db.prepare(sql, (error) => (error ? fail(error) : done(statement)));
-    });
-
-  let statements: Record<keyof typeof SQL, Statement>;
-  try {
-    for (const sql of SCHEMA) await exec(sql);
-    const entries = await Promise.all(
-      Object.entries(SQL).map(async ([name, sql]) => [name, await prepare(sql)] as const),
+  /**
+   * The open connection, after making sure, at most once a second, that the path still
+   * names the file it has open. A statement costs microseconds and a `stat` more than that,
+   * so the check is not made on every call.
+   */
+  const current = (): Connection => {
+    if (!connection) {
+      // The last reopen failed (the folder is gone, say): try again, and fail this call if it still cannot.
+      mkdirSync(dirname(file), { recursive: true });
+      connection = connect(driver, file, store, busyMs);
+      checkedAt = Date.now();
+      return connection;
+    }
+    if (!connection.identity || Date.now() - checkedAt < IDENTITY_CHECK_MS) return connection;
+    checkedAt = Date.now();
+    const found = statSync(file, { throwIfNoEntry: false });
+    if (found && found.ino === connection.identity.ino && found.dev === connection.identity.dev) return connection;
+    options.report(
+      new StorageError(
+        `store '${store}': ${file} was ${found ? 'replaced' : 'deleted'} while open; opening the file now at that path`,
+      ),
     );
-    statements = Object.fromEntries(entries) as typeof statements;
-  } catch (error) {
-    await new Promise<void>((done) => db.close(() => done()));
-    throw new ConfigError(`store '${store}': cannot set up ${file} (is it a SQLite database?)`, { cause: error });
-  }
-
-  // `all` steps to the end: a statement left on a row by `get` would hold its read transaction open.
-  const all = (statement: Statement, params: unknown[]) =>
-    new Promise<Row[]>((done, fail) => statement.all<Row>(params, (error, rows) => (error ? fail(error) : done(rows))));
-  const run = (statement: Statement, params: unknown[]) =>
-    new Promise<number>((done, fail) =>
-      statement.run(params, function (this: { changes: number }, error: Error | null) {
-        if (error) fail(error);
-        else done(this.changes);
-      }),
-    );
+    const old = connection;
+    connection = undefined;
+    old.db.close();
+    return current();
+  };
 
   const ns = options.namespace;
+  const stmt = (name: keyof typeof SQL) => current().statements[name];
+  const expiry = (ttlMs: number) => Math.ceil(now() + ttlMs);
+
+  const readRow = (visitorId: string, bin: string) => stmt('get').get(ns, visitorId, bin, now()) as Row | undefined;
 
   return {
-    ...readsFromJsonText({
-      async get(visitorId, bin) {
-        const [row] = await all(statements.get, [ns, visitorId, bin, Date.now()]);
-        return row?.value as string | undefined;
-      },
-      async getMany(visitorId, bins) {
-        if (bins.length === 0) return [];
-        const rows = await all(statements.getMany, [ns, visitorId, JSON.stringify(bins), Date.now()]);
-        const found = new Map(rows.map((row) => [row.bin as string, row.value as string]));
-        return bins.map((bin) => found.get(bin));
-      },
-    }),
+    async get(visitorId, bin) {
+      const row = readRow(visitorId, bin);
+      return row === undefined ? undefined : JSON.parse(row.value as string);
+    },
+
+    async getMany(visitorId, bins) {
+      if (bins.length === 0) return [];
+      const rows = stmt('getMany').all(ns, visitorId, JSON.stringify(bins), now()) as Row[];
+      const found = new Map(rows.map((row) => [row.bin as string, row.value as string]));
+      return bins.map((bin) => {
+        const value = found.get(bin);
+        return value === undefined ? undefined : JSON.parse(value);
+      });
+    },
 
     async set(visitorId, bin, data, ttlMs) {
-      await run(statements.set, [ns, visitorId, bin, JSON.stringify(data), Math.ceil(Date.now() + ttlMs)]);
+      stmt('set').run(ns, visitorId, bin, JSON.stringify(data), expiry(ttlMs));
     },
 
     async add(visitorId, bin, data, ttlMs) {
-      const now = Date.now();
-      return (await run(statements.add, [ns, visitorId, bin, JSON.stringify(data), Math.ceil(now + ttlMs), now])) > 0;
+      const at = now();
+      const { changes } = stmt('add').run(ns, visitorId, bin, JSON.stringify(data), Math.ceil(at + ttlMs), at);
+      return Number(changes) > 0;
+    },
+
+    async update(visitorId, bin, next, ttlMs) {
+      const { statements } = current();
+      statements.begin.run();
+      try {
+        const row = statements.get.get(ns, visitorId, bin, now()) as Row | undefined;
+        const result = next(row === undefined ? undefined : JSON.parse(row.value as string));
+        if (result === undefined) statements.delete.run(ns, visitorId, bin);
+        else statements.set.run(ns, visitorId, bin, JSON.stringify(result), expiry(ttlMs));
+        statements.commit.run();
+        return result;
+      } catch (error) {
+        statements.rollback.run();
+        throw error;
+      }
     },
 
     async delete(visitorId, bin) {
-      await run(statements.delete, [ns, visitorId, bin]);
+      stmt('delete').run(ns, visitorId, bin);
     },
 
     async bins(visitorId) {
-      const rows = await all(statements.bins, [ns, visitorId, Date.now()]);
-      return rows.map((row) => row.bin as string);
+      return (stmt('bins').all(ns, visitorId, now()) as Row[]).map((row) => row.bin as string);
+    },
+
+    async entries(visitorId) {
+      return (stmt('entries').all(ns, visitorId, now()) as Row[]).map(
+        (row): StoredBin => ({
+          bin: row.bin as string,
+          data: JSON.parse(row.value as string),
+          expiresAt: Number(row.expires),
+        }),
+      );
+    },
+
+    async visitors(page = {}) {
+      const limit = Math.min(MAX_PAGE, Math.max(1, Math.floor(page.limit ?? DEFAULT_PAGE)));
+      const rows = stmt('visitors').all(ns, page.next ?? '', now(), limit) as Row[];
+      const ids = rows.map((row) => row.visitor as string);
+      const last = ids[ids.length - 1];
+      return ids.length === limit && last !== undefined ? { ids, next: last } : { ids };
     },
 
     async sweep() {
-      const now = Date.now();
+      const at = now();
       let removed = 0;
       for (;;) {
-        const changes = await run(statements.sweep, [ns, now]);
+        const changes = Number(stmt('sweep').run(ns, at).changes);
         removed += changes;
         if (changes < SWEEP_BATCH) return removed;
-        // Let writers of other requests in between batches.
+        // Let other requests in between batches: each batch holds the event loop while it runs.
         await new Promise((done) => setImmediate(done));
       }
     },
 
     async close() {
-      await Promise.all(
-        Object.values(statements).map((statement) => new Promise<void>((done) => statement.finalize(() => done()))),
-      );
-      await new Promise<void>((done, fail) => db.close((error) => (error ? fail(error) : done())));
+      connection?.db.close();
+      connection = undefined;
     },
   };
+}
+
+/** Opens the file, sets it up and prepares every statement; a {@link ConfigError} when it cannot. */
+function connect(driver: SqliteDriver, file: string, store: string, busyMs: number): Connection {
+  let db: SqliteDatabase;
+  try {
+    db = driver.open(file);
+  } catch (error) {
+    throw new ConfigError(`store '${store}': cannot open ${file}; check the path and its permissions`, {
+      cause: error,
+    });
+  }
+  try {
+    for (const sql of SCHEMA) db.exec(sql);
+    // From here on a request waits for another process's lock no longer than its timeout.
+    db.exec(`PRAGMA busy_timeout = ${busyMs}`);
+    const statements = Object.fromEntries(
+      Object.entries(SQL).map(([name, sql]) => [name, db.prepare(sql)]),
+    ) as Connection['statements'];
+    const identity = file === ':memory:' ? undefined : statSync(file);
+    return { db, statements, identity };
+  } catch (error) {
+    db.close();
+    throw new ConfigError(`store '${store}': cannot set up ${file} with ${driver.name} (is it a SQLite database?)`, {
+      cause: error,
+    });
+  }
 }

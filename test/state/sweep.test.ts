@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@redis/client';
 import pg from 'pg';
-import sqlite3 from 'sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomId } from '../../src/crypto.js';
 import { ConfigError } from '../../src/errors.js';
 import { postgresStorage } from '../../src/state/postgres-storage.js';
 import { redisStorage } from '../../src/state/redis-storage.js';
+import { sqliteDriver } from '../../src/state/sqlite-driver.js';
 import { SQLITE_SWEEP_SQL, sqliteStorage } from '../../src/state/sqlite-storage.js';
 import type { Storage, StorageOptions } from '../../src/state/storage.js';
 import { DATABASE_URL, needPostgres, needRedis, REDIS_URL } from '../helpers/services.js';
@@ -47,9 +47,6 @@ async function fill(storage: Storage, ttlMs: number): Promise<string> {
   return keeper;
 }
 
-const sqliteAll = <T>(db: sqlite3.Database, sql: string, params: unknown[] = []) =>
-  new Promise<T[]>((done, fail) => db.all<T>(sql, params, (error, rows) => (error ? fail(error) : done(rows))));
-
 describe('SQLite sweep', () => {
   it('removes every expired row from the table, in batches through the expires index', async () => {
     const file = join(dir, 'sweep.sqlite');
@@ -57,30 +54,24 @@ describe('SQLite sweep', () => {
     const keeper = await fill(storage, 100);
     await sleep(200);
 
-    const db = await new Promise<sqlite3.Database>((done, fail) => {
-      const opened = new sqlite3.Database(file, (error) => (error ? fail(error) : done(opened)));
-    });
-    const count = async () =>
-      (
-        await sqliteAll<{ n: number }>(db, 'SELECT count(*) AS n FROM visitor_state WHERE expires <= ?', [Date.now()])
-      )[0]?.n;
-    expect(await count()).toBe(ROWS);
+    // A second connection, through the driver the storage uses on this runtime.
+    const db = (await sqliteDriver(file)).open(file);
+    const count = () =>
+      (db.prepare('SELECT count(*) AS n FROM visitor_state WHERE expires <= ?').get(Date.now()) as { n: number }).n;
+    expect(count()).toBe(ROWS);
 
     expect(await storage.sweep?.()).toBe(ROWS);
-    expect(await count()).toBe(0);
+    expect(count()).toBe(0);
     expect(await storage.get(keeper, 'kept')).toBe('yes');
 
-    const plan = await sqliteAll<{ detail: string }>(db, `EXPLAIN QUERY PLAN ${SQLITE_SWEEP_SQL}`, [
-      'sweep',
-      Date.now(),
-    ]);
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${SQLITE_SWEEP_SQL}`).all('sweep', Date.now()) as { detail: string }[];
     const details = plan.map((step) => step.detail).join('\n');
     expect(details).toMatch(
       /SEARCH visitor_state USING (COVERING )?INDEX visitor_state_ns_expires \(ns=\? AND expires<\?\)/,
     );
     expect(details).not.toMatch(/SCAN visitor_state/);
 
-    await new Promise<void>((done) => db.close(() => done()));
+    db.close();
     await storage.close?.();
   });
 
