@@ -14,12 +14,13 @@ export interface Progress {
   stop(): void;
 }
 
-/** How often plain progress lines are printed when standard error is not a terminal. */
-const LINE_EVERY_MS = 2_000;
+/** How often plain progress lines are printed when standard error is not a terminal: whichever comes first. */
+const LINE_EVERY_MS = 5_000;
+const LINE_EVERY_VISITORS = 1_000;
 
 /**
  * A progress bar with counts and rate on a terminal; without one (a log file, CI), a plain
- * line every two seconds, so the log shows how far it got without a line per visitor.
+ * line every 1,000 visitors or five seconds, so a log shows how far it got without a line per visitor.
  */
 export function progress(io: CliIo, total: number | undefined, now: () => number = Date.now): Progress {
   const started = now();
@@ -45,10 +46,12 @@ export function progress(io: CliIo, total: number | undefined, now: () => number
     };
   }
   let last = started;
+  let lastVisitors = 0;
   return {
     update(counts) {
-      if (now() - last < LINE_EVERY_MS) return;
+      if (counts.visitors - lastVisitors < LINE_EVERY_VISITORS && now() - last < LINE_EVERY_MS) return;
       last = now();
+      lastVisitors = counts.visitors;
       io.err(
         `migrate: ${counts.visitors}${total === undefined ? '' : `/${total}`} visitors, ${counts.moved} moved, ${counts.skipped} skipped, ${counts.failed} failed, ${rate(counts)} bins/s`,
       );
