@@ -14,6 +14,7 @@ export interface Stats {
 
 /** Counts visitors, bins and bytes: one pass over every visitor's bins. */
 export async function stats(store: CliStore, json: boolean, io: CliIo): Promise<number> {
+  store.need('visitors', 'stats');
   const read = readerOf(store, 'stats');
   const totals: Stats = { visitors: 0, bins: 0, bytes: 0 };
   let links = 0;
