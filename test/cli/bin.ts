@@ -53,6 +53,10 @@ async function build(): Promise<string> {
         { cwd: root },
       );
       renameSync(tmp, out);
+      // Builds of older trees are of no more use.
+      for (const old of readdirSync(cache))
+        if (join(cache, old) !== out && !old.endsWith('.lock'))
+          rmSync(join(cache, old), { recursive: true, force: true });
     } finally {
       rmSync(lock, { recursive: true, force: true });
     }
