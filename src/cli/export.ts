@@ -1,4 +1,5 @@
 import type { CliIo } from './io.js';
+import { linkSlotsOf } from './links.js';
 import type { CliStore } from './store.js';
 import { isRecord, readerOf } from './walk.js';
 
@@ -17,10 +18,13 @@ export async function exportVisitor(store: CliStore, visitorId: string, io: CliI
       data: entry.data,
       ...(Number.isFinite(entry.expiresAt) ? { expiresAt: new Date(entry.expiresAt).toISOString() } : {}),
     }));
-  const links = entries.filter((entry) => entry.bin.startsWith(LINK_PREFIX)).length;
+  const links = (
+    await linkSlotsOf(
+      store,
+      visitorId,
+      entries.map((entry) => entry.bin),
+    )
+  ).length;
   io.out(JSON.stringify({ visitor: visitorId, bins, links }, null, 2));
   return 0;
 }
-
-/** A visitor's back-reference to a user's link record: `@link:` + the record's slot. */
-export const LINK_PREFIX = '@link:';

@@ -1,11 +1,8 @@
-import { createKeyRing } from '../crypto.js';
-import { LINK_PREFIX } from './export.js';
 import type { CliIo } from './io.js';
+import { LINK, linkSlot, linkSlotsOf } from './links.js';
 import type { CliStore } from './store.js';
 import { UsageError } from './usage.js';
 import { isRecord, readerOf } from './walk.js';
-
-const LINK = '@link';
 
 /** What one erasure removed. */
 export interface Erased {
@@ -24,9 +21,7 @@ export async function erase(store: CliStore, visitorId: string): Promise<Erased>
     ? (await storage.entries(visitorId)).map((entry) => entry.bin)
     : await store.need('bins', 'forget')(visitorId);
   let links = 0;
-  for (const name of names) {
-    if (!name.startsWith(LINK_PREFIX)) continue;
-    const slot = name.slice(LINK_PREFIX.length);
+  for (const slot of await linkSlotsOf(store, visitorId, names)) {
     if ((await storage.get(slot, LINK)) === visitorId) {
       await storage.delete(slot, LINK);
       links++;
@@ -34,11 +29,6 @@ export async function erase(store: CliStore, visitorId: string): Promise<Erased>
   }
   await Promise.all(names.map((name) => storage.delete(visitorId, name)));
   return { bins: names.filter((name) => !isRecord(name)).length, links };
-}
-
-/** The slot of a user's link record, as `visitor.link()` writes it (ARCHITECTURE.md, "Records the library keeps"). */
-export function linkSlot(secret: string, userId: string): string {
-  return `L${createKeyRing([secret]).mac('link', userId, 16)}`;
 }
 
 /** `forget --visitor ID` or `forget --user USER_ID`. */
