@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createKeyRing, randomId } from '../../src/crypto.js';
 import { createVisitorState, type VisitorState } from '../../src/index.js';
 import { openStorage } from '../../src/state/registry.js';
@@ -11,6 +11,9 @@ import type { Storage } from '../../src/state/storage.js';
 import { send, serve, type TestServer } from '../helpers/http.js';
 import { freePort } from '../helpers/services.js';
 import { builtBin, type CliResult, cli } from './bin.js';
+
+// Each case starts node once or more: seconds apiece on a busy machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 const SECRET = 'the application secret, long enough for production';
 const dir = await mkdtemp(join(tmpdir(), 'visitor-state-cli-commands-'));

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomId } from '../../src/crypto.js';
 import { openStorage } from '../../src/state/registry.js';
 import type { Storage, StoredBin } from '../../src/state/storage.js';
-import { DATABASE_URL, needPostgres, needRedis, REDIS_URL } from '../helpers/services.js';
+import { DATABASE_URL, hasProgram, need, needPostgres, needRedis, REDIS_URL } from '../helpers/services.js';
 import { builtBin, cli } from './bin.js';
 
 const VISITORS = 1_000;
@@ -23,6 +24,11 @@ const TOLERANCE_MS = 5_000;
 const RUN_TIMEOUT = 180_000;
 
 const redisUp = await needRedis();
+const withTerminal = await need(
+  'script (util-linux)',
+  () => hasProgram('script'),
+  'install it with: apt-get install -y bsdutils',
+);
 const postgresUp = await needPostgres();
 const dir = await mkdtemp(join(tmpdir(), 'visitor-state-cli-'));
 const opened: Storage[] = [];
@@ -138,6 +144,32 @@ function migrateCase(name: string, up: boolean, fromUrl: () => string, toUrl: ()
         expect(run.stderr).toMatch(/^migrate: \d+ visitors, \d+ moved, \d+ skipped, 0 failed, \d+ bins\/s$/m);
         // No escape sequence or carriage return: what a bar redraws itself with.
         expect(run.stderr.includes('\u001b[') || run.stderr.includes('\r')).toBe(false);
+      },
+      RUN_TIMEOUT,
+    );
+
+    it.runIf(withTerminal)(
+      'draws a progress bar with counts, rate and ETA on a terminal',
+      async () => {
+        // script(1) runs the command on a pseudo-terminal, as an operator's shell would.
+        const args = [
+          process.execPath,
+          await builtBin(),
+          'migrate',
+          '--from',
+          fromUrl(),
+          '--to',
+          toUrl(),
+          '--namespace',
+          namespace,
+        ];
+        const command = args.map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(' ');
+        const run = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: process.env });
+        expect(run.status).toBe(0);
+        expect(run.stdout).toMatch(
+          /migrate \[[^\]]*\] 100% \| 1001\/1001 visitors \| 0 moved, 3002 skipped, 0 failed \| \d+ bins\/s \| ETA/,
+        );
+        expect(run.stdout).toContain('migrated 1001 visitors: 0 bins moved');
       },
       RUN_TIMEOUT,
     );
