@@ -5,7 +5,7 @@ import type { NodeLikeRequest, NodeLikeResponse, VisitorState } from '../src/ind
 import { type FakeResponse, fakeResponse, load, measuredCode } from './library.js';
 import { compare, heading, measure, sink, summary } from './report.js';
 
-const { cookieResolver, createVisitorState, fingerprintResolver, nodeRequestView, nodeResponseView } =
+const { cookieResolver, createProxyTrust, createVisitorState, fingerprintResolver, nodeRequestView, nodeResponseView } =
   await load<typeof import('../src/index.js')>('index');
 
 const SECRET = 'bench-secret-4b1c7e0d9a2f48e6b3c5d7e9f1a3b5c7';
@@ -61,6 +61,9 @@ const newcomer = fakeRequest(OTHER_COOKIES);
 
 await expectSource(visitors, returning, 'cookie', false);
 await expectSource(visitors, newcomer, 'new', true);
+// A fingerprint lends its shared ID only once it holds state: a first visit stores a bin.
+await expectSource(withFingerprint, newcomer, 'new', true);
+await (await resolveOnce(withFingerprint, newcomer, fakeResponse())).cache.set('demo:seen', 1);
 await expectSource(withFingerprint, newcomer, 'fingerprint', true);
 
 const hmacKey = randomBytes(32);
@@ -70,85 +73,131 @@ const nextUa = () => {
   return `Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.${chrome}.${chrome % 97} Safari/537.36`;
 };
 
-const [cookiePath, cookieBaseline, newPath, newBaseline, fpCached, fpUncached, parseCached, parseUncached] =
-  await measure(
-    [
-      {
-        label: 'cookie visitor resolve()',
-        ops: PER_SAMPLE,
-        run: async () => {
-          for (let i = 0; i < PER_SAMPLE; i++) sink.value = await resolveOnce(visitors, returning, fakeResponse());
-        },
+// X-Forwarded-For as nginx's $proxy_add_x_forwarded_for passes it on: whatever the client sent,
+// then the address the proxy saw. A hostile client sends 64 KB of spaces, tabs and commas.
+const behindProxy = createProxyTrust(['loopback']);
+const proxied = (xff: string) =>
+  nodeRequestView({ headers: { 'x-forwarded-for': xff }, socket: { remoteAddress: '127.0.0.1' } });
+const shortXff = proxied(`${'198.51.100.1, '.repeat(6)}203.0.113.7`.padStart(100, ' '));
+const hostileXff = proxied(`${' \t,'.repeat(16_384)}, 203.0.113.7`.slice(-65_536));
+// Here the nearest hop is a trusted proxy, so the walk must read the 64 KB entry to its left.
+const spacesXff = proxied(`${' '.repeat(65_536 - 11)}, 127.0.0.1`);
+for (const request of [shortXff, hostileXff]) {
+  if (behindProxy.clientIp(request) !== '203.0.113.7') throw new Error('the proxy walk found another client');
+}
+if (behindProxy.clientIp(spacesXff) !== undefined) throw new Error('an empty hop must leave the client unknown');
+
+const [
+  cookiePath,
+  cookieBaseline,
+  newPath,
+  newBaseline,
+  fpCached,
+  fpUncached,
+  parseCached,
+  parseUncached,
+  xffShort,
+  xffHostile,
+  xffSpaces,
+] = await measure(
+  [
+    {
+      label: 'cookie visitor resolve()',
+      ops: PER_SAMPLE,
+      run: async () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = await resolveOnce(visitors, returning, fakeResponse());
       },
-      {
-        label: 'cookie.parse + createHmac',
-        ops: PER_SAMPLE,
-        run: () => {
-          for (let i = 0; i < PER_SAMPLE; i++) {
-            const cookies = parseCookies(returningHeader);
-            sink.value = createHmac('sha256', hmacKey)
-              .update(cookies.vsid ?? '')
-              .digest();
-          }
-        },
+    },
+    {
+      label: 'cookie.parse + createHmac',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) {
+          const cookies = parseCookies(returningHeader);
+          sink.value = createHmac('sha256', hmacKey)
+            .update(cookies.vsid ?? '')
+            .digest();
+        }
       },
-      {
-        label: 'new visitor resolve() (mint, sign, Set-Cookie)',
-        ops: PER_SAMPLE,
-        run: async () => {
-          for (let i = 0; i < PER_SAMPLE; i++) sink.value = await resolveOnce(visitors, newcomer, fakeResponse());
-        },
+    },
+    {
+      label: 'new visitor resolve() (mint, sign, Set-Cookie)',
+      ops: PER_SAMPLE,
+      run: async () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = await resolveOnce(visitors, newcomer, fakeResponse());
       },
-      {
-        label: 'cookie.parse + createHmac + randomBytes(16)',
-        ops: PER_SAMPLE,
-        run: () => {
-          for (let i = 0; i < PER_SAMPLE; i++) {
-            parseCookies(OTHER_COOKIES);
-            const id = randomBytes(16).toString('base64url');
-            sink.value = createHmac('sha256', hmacKey).update(id).digest();
-          }
-        },
+    },
+    {
+      label: 'cookie.parse + createHmac + randomBytes(16)',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) {
+          parseCookies(OTHER_COOKIES);
+          const id = randomBytes(16).toString('base64url');
+          sink.value = createHmac('sha256', hmacKey).update(id).digest();
+        }
       },
-      {
-        label: 'fingerprint visitor resolve(), repeat client',
-        ops: PER_SAMPLE,
-        run: async () => {
-          for (let i = 0; i < PER_SAMPLE; i++) {
-            sink.value = await resolveOnce(withFingerprint, newcomer, fakeResponse());
-          }
-        },
+    },
+    {
+      label: 'fingerprint visitor resolve(), repeat client',
+      ops: PER_SAMPLE,
+      run: async () => {
+        for (let i = 0; i < PER_SAMPLE; i++) {
+          sink.value = await resolveOnce(withFingerprint, newcomer, fakeResponse());
+        }
       },
-      {
-        label: 'fingerprint visitor resolve(), new UA each time',
-        ops: PER_SAMPLE,
-        run: async () => {
-          for (let i = 0; i < PER_SAMPLE; i++) {
-            sink.value = await resolveOnce(withFingerprint, fakeRequest(OTHER_COOKIES, nextUa()), fakeResponse());
-          }
-        },
+    },
+    {
+      label: "fingerprint first visit resolve(), new UA each time (reads the shared ID's state record)",
+      ops: PER_SAMPLE,
+      run: async () => {
+        for (let i = 0; i < PER_SAMPLE; i++) {
+          sink.value = await resolveOnce(withFingerprint, fakeRequest(OTHER_COOKIES, nextUa()), fakeResponse());
+        }
       },
-      {
-        label: 'ua-parser-js 1.0 getResult(), same UA',
-        ops: PER_SAMPLE,
-        run: () => {
-          for (let i = 0; i < PER_SAMPLE; i++) sink.value = new UAParser(UA).getResult();
-        },
+    },
+    {
+      label: 'ua-parser-js 1.0 getResult(), same UA',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = new UAParser(UA).getResult();
       },
-      {
-        label: 'ua-parser-js 1.0 getResult(), new UA each time',
-        ops: PER_SAMPLE,
-        run: () => {
-          for (let i = 0; i < PER_SAMPLE; i++) sink.value = new UAParser(nextUa()).getResult();
-        },
+    },
+    {
+      label: 'ua-parser-js 1.0 getResult(), new UA each time',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = new UAParser(nextUa()).getResult();
       },
-    ],
-    { timeMs: 3_000, warmupMs: 400 },
-  );
+    },
+    {
+      label: 'clientIp, 100-byte X-Forwarded-For from a trusted proxy',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = behindProxy.clientIp(shortXff);
+      },
+    },
+    {
+      label: 'clientIp, 64 KB X-Forwarded-For of spaces, tabs and commas from a trusted proxy',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = behindProxy.clientIp(hostileXff);
+      },
+    },
+    {
+      label: 'clientIp, 64 KB X-Forwarded-For of spaces read to its end (trusted hops)',
+      ops: PER_SAMPLE,
+      run: () => {
+        for (let i = 0; i < PER_SAMPLE; i++) sink.value = behindProxy.clientIp(spacesXff);
+      },
+    },
+  ],
+  { timeMs: 3_000, warmupMs: 400 },
+);
 
 if (!cookiePath || !cookieBaseline || !newPath || !newBaseline || !fpCached || !fpUncached)
   throw new Error('unmeasured');
-if (!parseCached || !parseUncached) throw new Error('unmeasured');
+if (!parseCached || !parseUncached || !xffShort || !xffHostile || !xffSpaces) throw new Error('unmeasured');
 
 heading(
   `identity: resolve() per request, fake node req/res, fresh views per call; a repeat client's reduced UA and fingerprint ID are remembered, a new UA's are not; ${measuredCode()}`,
@@ -158,4 +207,7 @@ compare(newPath, newBaseline);
 compare(fpCached, parseCached);
 compare(fpUncached, parseUncached);
 compare(fpCached, cookiePath, { target: { atMost: 5 } });
+// Linear parsing: 655 times the bytes may cost at most 655 times the time (the length ratio).
+compare(xffHostile, xffShort, { target: { atMost: 655 } });
+compare(xffSpaces, xffShort, { target: { atMost: 655 } });
 summary('identity');

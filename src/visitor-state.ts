@@ -18,7 +18,16 @@ import { recentMap } from './recent-map.js';
 import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter } from './state/router.js';
-import { createVisitor, type LinkPolicy, linkKey, linkStore, type Visitor, type VisitorChange } from './visitor.js';
+import {
+  createVisitor,
+  holdsState,
+  type LinkPolicy,
+  linkKey,
+  linkStore,
+  unlinkUser,
+  type Visitor,
+  type VisitorChange,
+} from './visitor.js';
 
 /** Options of {@link createVisitorState}. */
 export interface VisitorStateOptions {
@@ -210,7 +219,12 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
   const onError = options.onError ?? warn;
   const now = options.now ?? Date.now;
   const proxy = createProxyTrust(options.trustProxy);
-  const chain = createChain(options.resolvers ?? [cookieResolver()], onError, options.randomId ?? defaultRandomId);
+  const chain = createChain(
+    options.resolvers ?? [cookieResolver()],
+    onError,
+    options.randomId ?? defaultRandomId,
+    (id) => holdsState(router, now, id),
+  );
   const namespace = options.namespace ?? 'vs';
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(namespace)) {
     throw new ConfigError(`namespace ${JSON.stringify(namespace)} must be 1 to 64 characters of A-Z a-z 0-9 _ . -`);
@@ -277,6 +291,8 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
           );
         } else {
           response.setCookie(cookie.cookieName, cookie.serialize(resolution.issue, ctx));
+          const insecure = cookie.insecureIssue?.(ctx);
+          if (insecure) onError(insecure);
         }
       }
       if (!response.headersSent) {
@@ -365,20 +381,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
     },
     async unlink(userId) {
       const links = linkStore(router);
-      if (!links) return;
-      const key = linkKey({ keys }, userId);
-      const visitorId = await links.get(key, '@link');
-      await links.delete(key, '@link');
-      if (typeof visitorId === 'string') {
-        const keys = ((await links.get(visitorId, '@links')) as string[] | undefined) ?? [];
-        if (keys.includes(key))
-          await links.set(
-            visitorId,
-            '@links',
-            keys.filter((k) => k !== key),
-            env.linkTtlMs,
-          );
-      }
+      if (links) await unlinkUser(links, linkKey({ keys }, userId));
     },
     async ready() {
       await Promise.all(router.handles().map((handle) => handle.opened));

@@ -1,8 +1,10 @@
-import { ConfigError, type ErrorHook } from './errors.js';
+import { ConfigError, CookieError, type ErrorHook } from './errors.js';
 import type { ResponseView } from './http.js';
+import { userIdOf } from './identity/auth.js';
 import type { Resolution } from './identity/chain.js';
 import type { CookieResolver } from './identity/cookie.js';
 import type { Confidence, ResolverContext } from './identity/types.js';
+import { type RecentMap, recentMap } from './recent-map.js';
 import { type BinCache, type CacheSettings, createBinCache } from './state/cache.js';
 import type { BinStore, Router, StoreHandle, StoresOf } from './state/router.js';
 import type { StorageRequest } from './state/storage.js';
@@ -39,16 +41,35 @@ export interface Visitor {
   /**
    * Records, right after the application's own login, that this verified user is this
    * visitor: a later login on a device without a visitor cookie resolves to it, and with
-   * policy `'adopt'` a device with another visitor moves onto it.
+   * policy `'adopt'` a device with another visitor moves onto it. Only this user's link
+   * moves; the bins of the visitor left behind come along only when no other user is linked
+   * to it. A second user's first login on a visitor linked to another user records nothing
+   * (`'kept'`). Rejects with a `BinError` for a user ID that is not a non-empty string or a
+   * finite number (`1` and `'1'` are one user), and an adoption after the response headers
+   * are sent rejects with a `CookieError` before moving anything.
    */
   link(userId: string | number, options?: { policy?: LinkPolicy }): Promise<LinkOutcome>;
   /**
    * Moves the visitor's bins to a new random ID and re-issues the cookie; the old ID keeps
    * nothing. Call it at login when the state must not follow an ID that someone else may
-   * have planted (session fixation). Moved bins start a fresh default lifetime.
+   * have planted (session fixation). Moved bins start a fresh default lifetime. After the
+   * response headers are sent it rejects with a `CookieError` and moves nothing.
    */
   rotate(): Promise<void>;
-  /** Deletes every bin of this visitor and its links, and clears its cookies: the erasure a privacy request needs. */
+  /**
+   * Deletes every bin of this visitor and its links, and clears its cookies: the erasure a
+   * privacy request needs. On a request that a fingerprint resolved, it erases both the
+   * client's own ID and the shared fingerprint ID, since what this request stored went under
+   * both; others behind that fingerprint lose what they shared there (at most its `ttl` old).
+   *
+   * @example
+   * ```ts
+   * app.post('/privacy/erase', async (req, res) => {
+   *   await req.visitor.forget();
+   *   res.sendStatus(204);
+   * });
+   * ```
+   */
   forget(): Promise<void>;
 }
 
@@ -64,20 +85,100 @@ export interface VisitorEnv {
   readonly linkTtlMs: number;
 }
 
-/** Where visitor-state keeps its own records: bins that applications cannot name. */
+/** Where visitor-state keeps its own records: bins that applications cannot name (ARCHITECTURE.md). */
 const LINK = '@link';
-const LINKS = '@links';
+/** One back-reference per linked user, under the visitor: `@link:` + the user's link key. */
+const BACK_REF = '@link:';
+/** The list of link keys that earlier versions kept per visitor: read, never written. */
+const LEGACY_LINKS = '@links';
+/** Written under a shared ID (a fingerprint) when a request first stores a bin there. */
+export const HOLDS_STATE = '@shared';
 
-/** The record key of a user: an HMAC, so the store never holds the user ID. */
-export const linkKey = (ctx: Pick<ResolverContext, 'keys'>, userId: string | number): string =>
-  `L${ctx.keys.mac('link', String(userId), 16)}`;
+/** The record key of a user: an HMAC, so the store never holds the user ID. Throws a BinError for a bad user ID. */
+export const linkKey = (ctx: Pick<ResolverContext, 'keys'>, userId: unknown): string =>
+  `L${ctx.keys.mac('link', userIdOf(userId), 16)}`;
 
 /** The shared store that holds links; `undefined` when the main store lives in cookies. */
 export function linkStore(router: Router): BinStore | undefined {
   return router.main.shared();
 }
 
+/**
+ * The users' link keys that name `visitorId`, found through its bins: one `@link:` entry per
+ * link, and the list an earlier version kept. Each is checked against the user's own record,
+ * so a back-reference left behind by a link that moved on is not followed.
+ */
+async function linksOf(links: BinStore, visitorId: string): Promise<string[]> {
+  const names = await links.bins(visitorId);
+  const keys = new Set(names.filter((name) => name.startsWith(BACK_REF)).map((name) => name.slice(BACK_REF.length)));
+  if (names.includes(LEGACY_LINKS)) {
+    const legacy = await links.get(visitorId, LEGACY_LINKS);
+    if (Array.isArray(legacy)) for (const key of legacy) if (typeof key === 'string') keys.add(key);
+  }
+  const named = await Promise.all(
+    [...keys].map(async (key) => ((await links.get(key, LINK)) === visitorId ? key : '')),
+  );
+  return named.filter((key) => key !== '');
+}
+
+/**
+ * Removes a user's link, and the back-reference under the visitor it named: `visitors.unlink()`.
+ *
+ * @example
+ * ```ts
+ * await unlinkUser(linkStore(router)!, linkKey({ keys }, 'user-42'));
+ * ```
+ */
+export async function unlinkUser(links: BinStore, key: string): Promise<void> {
+  const visitorId = await links.get(key, LINK);
+  await links.delete(key, LINK);
+  if (typeof visitorId === 'string') await links.delete(visitorId, BACK_REF + key);
+}
+
+/** Shared IDs that this process knows to hold state, with until when it trusts that, per router. */
+const knownHeld = new WeakMap<Router, RecentMap<string, number>>();
+/**
+ * How long a "holds state" answer is trusted without asking the store again. A cookie-less
+ * client comes back within minutes; after an erasure elsewhere, a first visit may be lent an
+ * empty shared ID for at most this long, which still gives the client a cookie of its own.
+ */
+const HELD_TRUSTED_MS = 60_000;
+const HELD_KEPT = 10_000;
+
+const heldOf = (router: Router): RecentMap<string, number> => {
+  let held = knownHeld.get(router);
+  if (!held) {
+    held = recentMap(HELD_KEPT);
+    knownHeld.set(router, held);
+  }
+  return held;
+};
+
+/**
+ * Whether a shared ID holds state: asked for a first visit behind a fingerprint (a cookie-less
+ * request), never on the cookie path. One `get` of the `@shared` record; a "yes" is remembered
+ * for a minute, so a returning cookie-less client is answered without a store call.
+ */
+export function holdsState(router: Router, now: () => number, id: string): boolean | Promise<boolean> {
+  const held = heldOf(router);
+  const until = held.get(id);
+  if (until !== undefined && until > now()) return true;
+  const store = linkStore(router);
+  if (store === undefined) return false;
+  return store.get(id, HOLDS_STATE).then((found) => {
+    if (found !== undefined) held.set(id, now() + HELD_TRUSTED_MS);
+    return found !== undefined;
+  });
+}
+
 type VisitorActions = Pick<Visitor, 'link' | 'rotate' | 'forget'>;
+
+type Owner = {
+  readonly id: string;
+  readonly own: string | undefined;
+  readonly shared: string | undefined;
+  readonly maxTtl: number | undefined;
+};
 
 // A class rather than an object literal: V8 gives each object literal that has a `get` a
 // hidden class of its own, about a microsecond per request. It holds what link, rotate and
@@ -103,11 +204,33 @@ class LiveVisitor implements Visitor {
     this.owner = resolution;
     this.source = resolution.source;
     this.confidence = resolution.confidence;
-    this.cache = createBinCache(resolution, env.settings, stores);
     this.env = env;
     this.ctx = ctx;
     this.response = response;
     this.stores = stores;
+    this.cache = this.#cacheOf(resolution, resolution.fresh && response?.headersSent === true);
+  }
+
+  /** The bin cache of one owner; the cookie path takes the first line. */
+  #cacheOf(owner: Owner, late: boolean): BinCache {
+    // With a shared copy, `id` is the client's own and its lifetime is not capped.
+    const mine = owner.shared === undefined ? owner : { id: owner.id, own: undefined, maxTtl: undefined };
+    const cache = createBinCache(mine, this.env.settings, this.stores);
+    if (late) {
+      // The response is out, so the client will never carry this ID: its writes would be lost.
+      return refusingWrites(
+        cache,
+        'the visitor was first resolved after the response headers were sent, so its new ID cannot reach the client and this write would be lost; use the visitor (resolve it or read a bin) before writing the response',
+      );
+    }
+    const shared = owner.shared ?? (owner.own === undefined ? undefined : owner.id);
+    if (shared === undefined) return cache;
+    const mark = markOnce(this.env.router, shared, owner.maxTtl ?? this.env.settings.defaultTtlMs, this.ctx.now);
+    const copy =
+      owner.shared === undefined
+        ? undefined
+        : createBinCache({ id: owner.shared, own: undefined, maxTtl: owner.maxTtl }, this.env.settings, this.stores);
+    return writingShared(cache, copy, mark);
   }
 
   get id(): string {
@@ -120,10 +243,10 @@ class LiveVisitor implements Visitor {
 
   /** Makes this request's visitor the one with `id`, with a bin cache of its own. */
   become(id: string, source: string, confidence: Confidence): void {
-    this.owner = { id, own: undefined, maxTtl: undefined };
+    this.owner = { id, own: undefined, shared: undefined, maxTtl: undefined };
     this.source = source;
     this.confidence = confidence;
-    this.cache = createBinCache(this.owner, this.env.settings, this.stores);
+    this.cache = this.#cacheOf(this.owner, false);
   }
 
   link(userId: string | number, options?: { policy?: LinkPolicy }): Promise<LinkOutcome> {
@@ -142,7 +265,55 @@ class LiveVisitor implements Visitor {
   }
 }
 
-type Owner = { readonly id: string; readonly own: string | undefined; readonly maxTtl: number | undefined };
+/** Writes the `@shared` record under a shared ID once per request, after the first write there. */
+function markOnce(router: Router, sharedId: string, ttlMs: number, now: () => number): () => Promise<void> {
+  let marked: Promise<void> | undefined;
+  return () => {
+    marked ??= (async () => {
+      const store = linkStore(router);
+      if (!store) return;
+      await store.set(sharedId, HOLDS_STATE, 1, ttlMs);
+      heldOf(router).set(sharedId, now() + Math.min(ttlMs, HELD_TRUSTED_MS));
+    })();
+    return marked;
+  };
+}
+
+const READS = new Set<PropertyKey>(['get', 'getMany']);
+
+/**
+ * A bin cache whose writes also go to a second cache (`copy`: the shared ID of a first visit
+ * behind a fingerprint that holds no state yet) and mark the shared ID as holding state. Only
+ * fingerprint-resolved requests get one. A Proxy, so that every write method of the cache is
+ * covered, reads are passed through untouched.
+ */
+function writingShared(cache: BinCache, copy: BinCache | undefined, mark: () => Promise<void>): BinCache {
+  return new Proxy(cache, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name, target);
+      if (typeof value !== 'function') return value;
+      if (READS.has(name)) return value.bind(target);
+      return async (...args: unknown[]) => {
+        const other = copy === undefined ? undefined : (Reflect.get(copy, name, copy) as (...a: unknown[]) => unknown);
+        const [result] = await Promise.all([value.apply(target, args), other?.apply(copy, args)]);
+        if (name !== 'delete') await mark();
+        return result;
+      };
+    },
+  });
+}
+
+/** A bin cache that reads as usual and rejects every write with a CookieError saying why. */
+function refusingWrites(cache: BinCache, why: string): BinCache {
+  return new Proxy(cache, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name, target);
+      if (typeof value !== 'function') return value;
+      if (READS.has(name)) return value.bind(target);
+      return () => Promise.reject(new CookieError(why));
+    },
+  });
+}
 
 export function createVisitor(
   resolution: Resolution,
@@ -163,13 +334,25 @@ function actionsOf(state: LiveVisitor): VisitorActions {
     if (!cookie || !response || response.headersSent) return;
     response.setCookie(cookie.cookieName, id === undefined ? cookie.clear(ctx) : cookie.serialize(id, ctx));
   };
+  /** Refuses, before anything moves, a change of ID that no cookie could carry to the client any more. */
+  const mustReachClient = (what: string) => {
+    if (!env.cookie()) return;
+    if (!response) {
+      throw new CookieError(`${what} needs the response to carry the new visitor cookie; pass it: resolve(req, res)`);
+    }
+    if (response.headersSent) {
+      throw new CookieError(
+        `${what} after the response headers were sent would move the state to an ID no cookie can carry; nothing was moved, call it before writing the response`,
+      );
+    }
+  };
 
   const stores = () => Promise.all(env.router.handles().map(storeOf));
 
-  /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. */
+  /** Every bin of `from`, in every store; moved bins start the default lifetime, `to`'s own bins win. The library's `@` records never move this way. */
   const copyAll = async (from: string, to: string, ownWins: boolean) => {
     for (const store of await stores()) {
-      const names = (await store.bins(from)).filter((name) => name !== LINKS);
+      const names = (await store.bins(from)).filter((name) => !name.startsWith('@'));
       if (names.length === 0) continue;
       const data = await store.getMany(from, names);
       const present = ownWins ? await store.getMany(to, names) : names.map(() => undefined);
@@ -190,25 +373,22 @@ function actionsOf(state: LiveVisitor): VisitorActions {
     }
   };
 
-  /** Points the user's links that name `from` at `to` (or removes them when `to` is undefined). */
+  /**
+   * Points every link that names `from` at `to` (rotate), or removes it (`to` undefined: forget).
+   * The new back-reference is written before the link moves, so a forget() of `to` finds it.
+   */
   const moveLinks = async (from: string, to: string | undefined) => {
     const links = linkStore(env.router);
     if (!links) return;
-    const keys = ((await links.get(from, LINKS)) as string[] | undefined) ?? [];
-    await Promise.all(
-      keys.map(async (key) => {
-        if ((await links.get(key, LINK)) !== from) return;
-        if (to === undefined) await links.delete(key, LINK);
-        else await links.set(key, LINK, to, env.linkTtlMs);
-      }),
-    );
-    if (to !== undefined && keys.length > 0) await links.set(to, LINKS, keys, env.linkTtlMs);
-    await links.delete(from, LINKS);
-  };
-
-  const remember = async (links: BinStore, visitorId: string, key: string) => {
-    const keys = ((await links.get(visitorId, LINKS)) as string[] | undefined) ?? [];
-    if (!keys.includes(key)) await links.set(visitorId, LINKS, [...keys, key], env.linkTtlMs);
+    for (const key of await linksOf(links, from)) {
+      if (to === undefined) {
+        await links.delete(key, LINK);
+      } else {
+        await links.set(to, BACK_REF + key, 1, env.linkTtlMs);
+        await links.set(key, LINK, to, env.linkTtlMs);
+      }
+      await links.delete(from, BACK_REF + key);
+    }
   };
 
   const changed = (change: VisitorChange) => env.onVisitorChange?.(change);
@@ -221,33 +401,53 @@ function actionsOf(state: LiveVisitor): VisitorActions {
           'link() needs a server-side store (memory, SQLite, Redis, PostgreSQL); cookie storage is per device',
         );
       }
+      const key = linkKey(ctx, userId);
       if (state.owner.own !== undefined) {
         // A shared (fingerprint) visitor is not this user's: link the client's own ID.
         state.become(state.owner.own, 'cookie', 'high');
       }
       const me = state.owner.id;
-      const key = linkKey(ctx, userId);
-      if (await links.add(key, LINK, me, env.linkTtlMs)) {
-        await remember(links, me, key);
-        return 'linked';
+      // Users other than this one whose link names this visitor: their state lives here.
+      const others = (await linksOf(links, me)).filter((other) => other !== key);
+      let linked = (await links.get(key, LINK)) as string | undefined;
+      if (linked === undefined) {
+        // One visitor, one user: a second user's first login on it records no link, or a
+        // later login of that user elsewhere would land on the first user's state.
+        if (others.length > 0) return 'kept';
+        // The back-reference first: whatever happens next, forget() of this visitor finds the link.
+        await links.set(me, BACK_REF + key, 1, env.linkTtlMs);
+        if (await links.add(key, LINK, me, env.linkTtlMs)) return 'linked';
+        // A login of the same user elsewhere got there first.
+        linked = (await links.get(key, LINK)) as string | undefined;
+        if (linked === undefined) {
+          await links.set(key, LINK, me, env.linkTtlMs);
+          return 'linked';
+        }
+        if (linked !== me) await links.delete(me, BACK_REF + key);
       }
-      const linked = (await links.get(key, LINK)) as string | undefined;
-      if (linked === undefined || linked === me) {
+      if (linked === me) {
+        await links.set(me, BACK_REF + key, 1, env.linkTtlMs);
         await links.set(key, LINK, me, env.linkTtlMs);
-        await remember(links, me, key);
-        return linked === me ? 'already' : 'linked';
+        return 'already';
       }
       if ((options.policy ?? env.linkPolicy) === 'keep') return 'kept';
-      await copyAll(me, linked, true);
-      await moveLinks(me, linked);
-      await deleteAll(me);
-      state.become(linked, 'link', 'high');
-      sendCookie(linked);
-      changed({ type: 'adopt', from: me, to: linked });
+      mustReachClient('an adoption');
+      // Only this user moves: the device goes onto the user's own visitor, and no other link
+      // changes. What this visitor holds comes along only when no other user is linked to it;
+      // otherwise it is that user's state (a shared kiosk) and stays where it is.
+      if (others.length === 0) {
+        await copyAll(me, linked, true);
+        await deleteAll(me);
+      }
+      const target = linked;
+      state.become(target, 'link', 'high');
+      sendCookie(target);
+      changed({ type: 'adopt', from: me, to: target });
       return 'adopted';
     },
 
     async rotate() {
+      mustReachClient('rotate()');
       const from = state.owner.own ?? state.owner.id;
       const to = env.randomId();
       await copyAll(from, to, false);
@@ -259,14 +459,16 @@ function actionsOf(state: LiveVisitor): VisitorActions {
     },
 
     async forget() {
-      const ids = state.owner.own === undefined ? [state.owner.id] : [state.owner.id, state.owner.own];
-      for (const id of ids) {
-        await moveLinks(id, undefined);
-        await deleteAll(id);
+      const { id, own, shared } = state.owner;
+      for (const each of [id, own, shared]) {
+        if (each === undefined) continue;
+        await moveLinks(each, undefined);
+        await deleteAll(each);
+        heldOf(env.router).set(each, 0);
       }
-      state.become(state.owner.id, state.source, state.confidence);
+      state.become(id, state.source, state.confidence);
       sendCookie(undefined);
-      changed({ type: 'forget', from: state.owner.id, to: state.owner.id });
+      changed({ type: 'forget', from: id, to: id });
     },
   };
   return actions;

@@ -62,6 +62,9 @@ async function app(store: StoreOption, options: { linkPolicy?: LinkPolicy; names
       authResolver({ identify: (req) => (req as { headers: Record<string, string> }).headers['x-test-user'] }),
     ],
     bins: { 'ui:*': { store: 'cookie:' } },
+    // These tests are about links and erasure, not outages: on a loaded machine a store call can
+    // pass the default 250 ms, which this app's onError would turn into a failed request.
+    timeout: 5_000,
     onVisitorChange: (change) => changes.push(change),
     onError: (error) => {
       throw error;
@@ -90,6 +93,28 @@ async function app(store: StoreOption, options: { linkPolicy?: LinkPolicy; names
       case '/forget':
         await visitor.forget();
         break;
+      case '/link-as': {
+        // A user ID of any JSON type, as an application with a bug might pass it.
+        const user: unknown = JSON.parse(url.searchParams.get('user') ?? 'null');
+        reply.outcome = await visitor.link(user as string).catch((error: Error) => error.name);
+        break;
+      }
+      case '/late-rotate':
+      case '/late-login': {
+        // The headers go out first; rotate() and an adoption must then refuse to move anything.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.flushHeaders();
+        const late =
+          url.pathname === '/late-rotate'
+            ? visitor.rotate()
+            : visitor.link(String(req.headers['x-test-user']), { policy: 'adopt' });
+        reply.outcome = await late.then(
+          (outcome) => outcome ?? 'rotated',
+          (error: Error) => `${error.name}: ${error.message}`,
+        );
+        res.end(JSON.stringify({ id: visitor.id, source: visitor.source, ...reply }));
+        return;
+      }
     }
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ id: visitor.id, source: visitor.source, ...reply }));
@@ -156,6 +181,85 @@ describe('link across devices', () => {
     expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).toBe(a.id);
     await visitors.unlink('ada');
     expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).not.toBe(a.id);
+  });
+});
+
+describe('link on a shared device', () => {
+  it("moves only the logging-in user: on a kiosk, Bob's adoption leaves Alice's link and bins where they are", async () => {
+    const { call } = await app(memoryStorage(), { linkPolicy: 'adopt' });
+    const bobsPhone = createCookieJar();
+    const kiosk = createCookieJar();
+    const bob = await call(bobsPhone, '/set?bin=demo:diary&value=bob-private', 'bob');
+    expect((await call(bobsPhone, '/login', 'bob')).outcome).toBe('linked');
+
+    const alice = await call(kiosk, '/set?bin=demo:cart&value=alice-cart', 'alice');
+    expect((await call(kiosk, '/login', 'alice')).outcome).toBe('linked');
+    // Bob logs in on the kiosk: the kiosk moves onto Bob's visitor, nothing of Alice's comes along.
+    expect(await call(kiosk, '/login', 'bob')).toMatchObject({ outcome: 'adopted', id: bob.id });
+    expect((await call(bobsPhone, '/get?bin=demo:cart')).value).toBeUndefined();
+
+    // Alice on a fresh device: her own visitor, with her own bins, never Bob's.
+    const aliceElsewhere = createCookieJar();
+    expect(await call(aliceElsewhere, '/get?bin=demo:cart', 'alice')).toMatchObject({
+      id: alice.id,
+      source: 'auth',
+      value: 'alice-cart',
+    });
+    expect((await call(aliceElsewhere, '/get?bin=demo:diary', 'alice')).value).toBeUndefined();
+    expect((await call(aliceElsewhere, '/get?bin=demo:diary')).id).not.toBe(bob.id);
+
+    // A third user's first login on the kiosk, now Bob's visitor, records no link to it.
+    expect(await call(kiosk, '/login', 'carol')).toMatchObject({ outcome: 'kept', id: bob.id });
+    const carolElsewhere = await call(createCookieJar(), '/get?bin=demo:diary', 'carol');
+    expect(carolElsewhere.id).not.toBe(bob.id);
+    expect(carolElsewhere.value).toBeUndefined();
+
+    // Alice back on the kiosk switches it to her visitor; Bob's stays his.
+    expect(await call(kiosk, '/login', 'alice')).toMatchObject({ outcome: 'adopted', id: alice.id });
+    expect((await call(bobsPhone, '/get?bin=demo:diary', 'bob')).value).toBe('bob-private');
+    expect((await call(createCookieJar(), '/get?bin=demo:diary', 'bob')).id).toBe(bob.id);
+  });
+});
+
+describe('user IDs', () => {
+  it('are strings or finite numbers, 1 and "1" one user; anything else is a BinError from link()', async () => {
+    const { call } = await app(memoryStorage());
+    const device = createCookieJar();
+    for (const bad of ['{"id":1}', '{"id":2}', '[1]', 'true', '""', 'null']) {
+      expect((await call(device, `/link-as?user=${encodeURIComponent(bad)}`)).outcome).toBe('BinError');
+    }
+    const me = await call(device, '/link-as?user=1');
+    expect(me.outcome).toBe('linked');
+    expect((await call(createCookieJar(), '/link-as?user="1"')).outcome).toBe('kept');
+    expect((await call(createCookieJar(), '/get?bin=x', '1')).id).toBe(me.id);
+  });
+});
+
+describe('after the response headers are sent', () => {
+  it('rotate() rejects with a CookieError before moving anything, and the state stays under the old ID', async () => {
+    const { call, changes } = await app(memoryStorage());
+    const device = createCookieJar();
+    const before = await call(device, '/set?bin=demo:geo&value=Lyon');
+    await call(device, '/login', 'ada');
+    const late = await call(device, '/late-rotate');
+    expect(late.outcome).toMatch(/^CookieError: rotate\(\) after the response headers were sent/);
+    expect(late.id).toBe(before.id);
+    expect(changes).toEqual([]);
+    expect(await call(device, '/get?bin=demo:geo')).toMatchObject({ id: before.id, source: 'cookie', value: 'Lyon' });
+    expect((await call(createCookieJar(), '/get?bin=demo:geo', 'ada')).id).toBe(before.id);
+  });
+
+  it('an adoption rejects with a CookieError before moving anything', async () => {
+    const { call, changes } = await app(memoryStorage());
+    const phone = createCookieJar();
+    const laptop = createCookieJar();
+    const linked = await call(phone, '/login', 'ada');
+    const own = await call(laptop, '/set?bin=demo:geo&value=Lyon');
+    const late = await call(laptop, '/late-login', 'ada');
+    expect(late.outcome).toMatch(/^CookieError: an adoption after the response headers were sent/);
+    expect(changes).toEqual([]);
+    expect(await call(laptop, '/get?bin=demo:geo')).toMatchObject({ id: own.id, value: 'Lyon' });
+    expect((await call(createCookieJar(), '/get?bin=demo:geo', 'ada')).id).toBe(linked.id);
   });
 });
 
@@ -307,6 +411,28 @@ describe.each(listed)('forget() on $name', ({ available, store, visitors: listVi
     }
     expect((await call(other, '/get?bin=demo:geo')).value).toBe('Oslo');
     expect((await call(createCookieJar(), '/get?bin=demo:geo', 'ada')).id).not.toBe(me.id);
+  });
+});
+
+describe.each(listed)('three concurrent logins on one visitor, then forget(), on $name', ({ available, store }) => {
+  it('leave none of the users resolving to the erased visitor', async (context) => {
+    if (!(await available())) return context.skip();
+    const namespace = `logins-${randomId().slice(0, 8)}`;
+    const { call } = await app(await store(namespace), { namespace });
+    const device = createCookieJar();
+    const me = await call(device, '/set?bin=demo:geo&value=Lyon');
+    const users = ['ann', 'ben', 'cat'].map((name) => `${name}-${randomId().slice(0, 6)}`);
+    const outcomes = await Promise.all(users.map((user) => call(device, '/login', user)));
+    const linked = users.filter((_, i) => outcomes[i]?.outcome === 'linked');
+    expect(linked.length).toBeGreaterThan(0);
+    for (const user of linked) expect((await call(createCookieJar(), '/get?bin=demo:geo', user)).id).toBe(me.id);
+
+    await call(device, '/forget');
+    for (const user of users) {
+      const elsewhere = await call(createCookieJar(), '/get?bin=demo:geo', user);
+      expect(elsewhere.id).not.toBe(me.id);
+      expect(elsewhere.value).toBeUndefined();
+    }
   });
 });
 

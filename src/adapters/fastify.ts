@@ -66,8 +66,10 @@ export function visitorState(visitors: VisitorState): FastifyPluginAsync {
     fastify.decorateRequest('visitor', null as unknown as LazyVisitor);
     fastify.addHook('onRequest', (request, reply, done) => {
       const whenDone = (release: () => void) => reply.raw.once('close', release);
+      // Keyed by reply.raw, the key `visitors.resolve(request.raw, reply.raw)` uses: however a
+      // route asks, one request has one visitor.
       request.visitor = lazyVisitor(
-        () => visitors.resolveView(requestView(request), nodeResponseView(replyResponse(reply)), request.raw, whenDone),
+        () => visitors.resolveView(requestView(request), nodeResponseView(replyResponse(reply)), reply.raw, whenDone),
         whenDone,
       );
       done();

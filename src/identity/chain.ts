@@ -16,8 +16,16 @@ export interface Resolution {
    * its first request stored.
    */
   readonly own: string | undefined;
-  /** A cap on the lifetime of what is stored under `id`. */
+  /**
+   * A shared ID (a fingerprint) that this request's writes also go to while `id` is the
+   * client's own: a first visit behind a fingerprint that holds no state yet. A client that
+   * keeps no cookies finds what it stored there on its next request.
+   */
+  readonly shared: string | undefined;
+  /** A cap on the lifetime of what is stored under the shared ID (`shared`, else `id`). */
   readonly maxTtl: number | undefined;
+  /** Whether the client cannot know `id` yet: only this response's cookie can take it there. */
+  readonly fresh: boolean;
 }
 
 /** Where {@link Chain.use} puts a resolver. */
@@ -33,7 +41,9 @@ export interface Chain {
   readonly cookie: CookieResolver | undefined;
 }
 
-const ID = /^[A-Za-z0-9_-]{8,128}$/;
+// Custom resolvers may answer with the application's own short IDs ('dev-p1'). A bounded
+// character class anchored at both ends: linear, no backtracking.
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
 const UNREAD = Symbol('unread');
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
@@ -44,7 +54,12 @@ const CONFIDENCE = new Set<unknown>(['high', 'medium', 'low']);
  * a new random ID is minted. The chain, not the resolvers, decides what goes into the
  * visitor cookie, so no resolver can hand a shared ID to a client for good.
  */
-export function createChain(initial: readonly Resolver[], onError: ErrorHook, randomId: () => string): Chain {
+export function createChain(
+  initial: readonly Resolver[],
+  onError: ErrorHook,
+  randomId: () => string,
+  holdsState?: (sharedId: string) => boolean | Promise<boolean>,
+): Chain {
   const resolvers = [...initial];
   const names = new Set<string>();
   for (const resolver of resolvers) addName(resolver);
@@ -68,7 +83,7 @@ export function createChain(initial: readonly Resolver[], onError: ErrorHook, ra
     onError(
       new ResolverError(
         resolver.name,
-        `resolver '${resolver.name}' returned something that is not { id, confidence }: ids are 8 to 128 characters of A-Z a-z 0-9 _ -`,
+        `resolver '${resolver.name}' returned something that is not { id, confidence }: ids are 1 to 128 characters of A-Z a-z 0-9 _ -, confidence 'high', 'medium' or 'low'`,
       ),
     );
     return undefined;
@@ -84,18 +99,55 @@ export function createChain(initial: readonly Resolver[], onError: ErrorHook, ra
     confidence: 'high',
     issue: hit.reissue ? hit.id : undefined,
     own: undefined,
+    shared: undefined,
     maxTtl: undefined,
+    fresh: false,
   });
 
-  const fromIdentity = (identity: Identity, source: string, current: CookieReading | undefined): Resolution => {
+  const minted = (id: string, shared: string | undefined, maxTtl: number | undefined): Resolution => ({
+    id,
+    source: 'new',
+    confidence: 'medium',
+    issue: id,
+    own: undefined,
+    shared,
+    maxTtl,
+    fresh: true,
+  });
+
+  const fromIdentity = (
+    identity: Identity,
+    source: string,
+    current: CookieReading | undefined,
+  ): Resolution | Promise<Resolution> => {
     const { id, confidence, maxTtl } = identity;
     if (identity.persist ?? confidence !== 'low') {
       const unchanged = current?.id === id && !current.reissue;
-      return { id, source, confidence, issue: unchanged ? undefined : id, own: undefined, maxTtl };
+      const issue = unchanged ? undefined : id;
+      return { id, source, confidence, issue, own: undefined, shared: undefined, maxTtl, fresh: current?.id !== id };
     }
     // A shared ID is never written into the cookie: the client gets (or keeps) one of its own.
-    const own = current?.id ?? randomId();
-    return { id, source, confidence, issue: current && !current.reissue ? undefined : own, own, maxTtl };
+    const lend = (own: string): Resolution => ({
+      id,
+      source,
+      confidence,
+      issue: current && !current.reissue ? undefined : own,
+      own,
+      shared: undefined,
+      maxTtl,
+      fresh: false,
+    });
+    if (current || !holdsState) return lend(current?.id ?? randomId());
+    // A first visit: the shared ID is lent only when it holds state, else the request reports
+    // the ID its new cookie carries, so a client that keeps cookies has one ID from the first
+    // request on. What it stores goes under the shared ID too, for a client that keeps none.
+    const own = randomId();
+    const held = holdsState(id);
+    if (typeof held === 'boolean') return held ? lend(own) : minted(own, id, maxTtl);
+    return held.then(
+      (yes) => (yes ? lend(own) : minted(own, id, maxTtl)),
+      () => minted(own, id, maxTtl),
+    );
   };
 
   // Walks the chain from `start` without a promise for as long as the resolvers answer
@@ -119,8 +171,7 @@ export function createChain(initial: readonly Resolver[], onError: ErrorHook, ra
       const identity = check(resolver, answer);
       if (identity) return fromIdentity(identity, resolver.name, readOnce(ctx, reading));
     }
-    const id = randomId();
-    return { id, source: 'new', confidence: 'medium', issue: id, own: undefined, maxTtl: undefined };
+    return minted(randomId(), undefined, undefined);
   };
 
   const settle = async (answer: PromiseLike<unknown>, at: number, ctx: ResolverContext, reading: Reading) => {

@@ -25,6 +25,7 @@ export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 export type RangeMatcher = (address: IpAddress) => boolean;
 
 const MAX_ADDRESS_LENGTH = 64;
+const MAX_PROTO_LENGTH = 16;
 
 const NAMED_RANGES: ReadonlyMap<string, readonly string[]> = new Map([
   ['loopback', ['127.0.0.0/8', '::1/128']],
@@ -203,13 +204,34 @@ const ignoreHop =
   (address) =>
     matches(address);
 
-/** Optional whitespace around list items (RFC 9110 §5.6.1). */
-const trimOws = (text: string): string => text.replace(/^[ \t]+|[ \t]+$/g, '');
+const isOws = (code: number): boolean => code === 32 /* space */ || code === 9; /* tab */
+
+/**
+ * `text.slice(start, end)` without optional whitespace at either end (RFC 9110 §5.6.1). A loop
+ * over character codes, not a regular expression: `/[ \t]+$/` retries from every position of a
+ * run of spaces, quadratic in the run, and the run is the client's to choose.
+ */
+function trimOws(text: string, start = 0, end = text.length): string {
+  while (start < end && isOws(text.charCodeAt(start))) start++;
+  while (end > start && isOws(text.charCodeAt(end - 1))) end--;
+  return text.slice(start, end);
+}
+
+/** From the right: the end of a proxy header is what the nearest proxy wrote, so this stops at once. */
+const isBlank = (text: string): boolean => {
+  for (let i = text.length - 1; i >= 0; i--) if (!isOws(text.charCodeAt(i))) return false;
+  return true;
+};
 
 /** A `Forwarded` element's parameters by lower-case name. */
 type ForwardedElement = Map<string, string>;
 
-const TOKEN_CHAR = /[!#$%&'*+.^_`|~0-9A-Za-z-]/;
+/** RFC 9110 tchar, by character code: a table lookup per character of a header. */
+const TOKEN_CHARS = new Uint8Array(128);
+for (const char of "!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") {
+  TOKEN_CHARS[char.charCodeAt(0)] = 1;
+}
+const isTokenChar = (code: number): boolean => code < 128 && TOKEN_CHARS[code] === 1;
 
 /**
  * Parses an RFC 7239 `Forwarded` header into its elements, left to right; `undefined` when
@@ -226,7 +248,7 @@ function parseForwarded(header: string): ForwardedElement[] | undefined {
   for (;;) {
     skipOws();
     const nameStart = i;
-    while (i < n && TOKEN_CHAR.test(header[i] as string)) i++;
+    while (i < n && isTokenChar(header.charCodeAt(i))) i++;
     if (i > nameStart) {
       const name = header.slice(nameStart, i).toLowerCase();
       if (header[i] !== '=') return undefined;
@@ -248,7 +270,7 @@ function parseForwarded(header: string): ForwardedElement[] | undefined {
         i++;
       } else {
         const valueStart = i;
-        while (i < n && TOKEN_CHAR.test(header[i] as string)) i++;
+        while (i < n && isTokenChar(header.charCodeAt(i))) i++;
         if (i === valueStart) return undefined;
         value = header.slice(valueStart, i);
       }
@@ -286,17 +308,17 @@ function* reportedHops(request: RequestView): Generator<IpAddress | undefined> {
   const xff = request.header('x-forwarded-for');
   if (xff !== undefined) {
     // Walk from the right without splitting: only as much of the header as is trusted gets parsed.
-    if (trimOws(xff) === '') return;
+    if (isBlank(xff)) return;
     let end = xff.length;
     for (;;) {
       const comma = end === 0 ? -1 : xff.lastIndexOf(',', end - 1);
-      yield parseIp(trimOws(xff.slice(comma + 1, end)));
+      yield parseIp(trimOws(xff, comma + 1, end));
       if (comma === -1) return;
       end = comma;
     }
   }
   const forwarded = request.header('forwarded');
-  if (forwarded === undefined || trimOws(forwarded) === '') return;
+  if (forwarded === undefined || isBlank(forwarded)) return;
   const elements = parseForwarded(forwarded);
   if (elements === undefined) {
     yield undefined;
@@ -308,7 +330,11 @@ function* reportedHops(request: RequestView): Generator<IpAddress | undefined> {
 /** The proto the nearest proxy reported: the right-most value, which that proxy wrote or passed on. */
 function reportedProto(request: RequestView): string | undefined {
   const xfp = request.header('x-forwarded-proto');
-  if (xfp !== undefined) return trimOws(xfp.slice(xfp.lastIndexOf(',') + 1)).toLowerCase();
+  if (xfp !== undefined) {
+    const proto = trimOws(xfp, xfp.lastIndexOf(',') + 1);
+    // A scheme has no business being long: 'https' is five characters.
+    return proto.length > MAX_PROTO_LENGTH ? undefined : proto.toLowerCase();
+  }
   const forwarded = request.header('forwarded');
   if (forwarded === undefined) return undefined;
   return parseForwarded(forwarded)?.at(-1)?.get('proto')?.toLowerCase();

@@ -1,7 +1,7 @@
 import { serialize } from 'cookie';
 import { type KeyRing, perKeyRing } from '../crypto.js';
 import { type Duration, toMs } from '../duration.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, CookieError } from '../errors.js';
 import { type RecentMap, recentMap } from '../recent-map.js';
 import type { Identity, Resolver, ResolverContext } from './types.js';
 
@@ -82,6 +82,24 @@ export interface CookieResolver extends Resolver {
   serialize(id: string, ctx: ResolverContext): string;
   /** The Set-Cookie value that removes the cookie from the client. */
   clear(ctx: ResolverContext): string;
+  /**
+   * The report to make when this cookie goes out Secure (always so with `hostPrefix`) on a
+   * request that came over plain http to a host other than localhost: browsers drop such a
+   * cookie, so every request is a new visitor. Made once per process; `undefined` otherwise.
+   */
+  insecureIssue(ctx: ResolverContext): CookieError | undefined;
+}
+
+// Browsers drop a Secure cookie set over plain http, except from localhost (a secure context).
+let reportedInsecure = false;
+
+/** Whether a Host header names this machine: `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`, with any port. */
+function isLocalhost(host: string): boolean {
+  const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
+  const name = (end > 0 ? host.slice(0, end) : host).toLowerCase();
+  if (name === 'localhost' || name.endsWith('.localhost') || name === '[::1]') return true;
+  const parts = name.split('.');
+  return parts.length === 4 && parts[0] === '127' && parts.every((part) => /^\d{1,3}$/.test(part));
 }
 
 const MAX_AGE_CAP_MS = 400 * 86_400_000;
@@ -94,7 +112,8 @@ const MAX_HEADER_KEPT = 512;
 /** How many characters of a cookie, and of a Cookie header, make its key among the verified ones. */
 const COOKIE_SAMPLES = 5;
 const HEADER_SAMPLES = 8;
-const ID = /^[A-Za-z0-9_-]{8,128}$/;
+// Any ID the chain accepts, custom resolvers' short ones ('dev-p1') included: the signature, not the length, protects it.
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
 const ISSUED = /^[0-9a-z]{1,10}$/;
 
 /**
@@ -231,6 +250,27 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
     },
     clear(ctx) {
       return write('', 0, ctx);
+    },
+    insecureIssue(ctx) {
+      if (reportedInsecure || ctx.secure || secureOption !== true) return undefined;
+      const host = ctx.header('host');
+      // Without a Host header there is no telling whether the browser sees a secure context.
+      if (host === undefined || isLocalhost(host)) return undefined;
+      reportedInsecure = true;
+      const why = hostPrefix
+        ? 'hostPrefix makes it Secure'
+        : sameSite === 'none'
+          ? "sameSite 'none' makes it Secure"
+          : 'secure is true';
+      const fix = hostPrefix
+        ? 'or drop hostPrefix'
+        : sameSite === 'none'
+          ? "or use sameSite 'lax'"
+          : "or set secure: 'auto'";
+      return new CookieError(
+        `the visitor cookie ${cookieName} went out over plain http to a host other than localhost, and ${why}, so browsers drop it and every request is a new visitor: ` +
+          `serve the site over HTTPS (behind a TLS proxy, name it in trustProxy so its X-Forwarded-Proto counts), ${fix}. Reported once per process`,
+      );
     },
   };
 }

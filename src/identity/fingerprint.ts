@@ -36,8 +36,10 @@ export interface FingerprintOptions {
    */
   sharedRanges?: readonly string[];
   /**
-   * Whether this request may be fingerprinted, e.g. the visitor's consent.
-   * @default always
+   * Whether this request may be fingerprinted, e.g. the visitor's consent. When given, it
+   * alone decides; without it, a request that sends `Sec-GPC: 1` (Global Privacy Control)
+   * is not fingerprinted.
+   * @default every request, except those that send `Sec-GPC: 1`
    */
   when?: (ctx: ResolverContext) => boolean;
   /**
@@ -83,6 +85,10 @@ function maskAddress(address: IpAddress, ipv4Prefix: number, ipv6Prefix: number)
   return text;
 }
 
+/** `Sec-GPC: 1`, the one value the Global Privacy Control draft defines; anything else is no signal. */
+const optedOut = (value: string | undefined): boolean =>
+  value !== undefined && value.length < 16 && value.trim() === '1';
+
 function headerSignal(value: string | undefined): string {
   if (value === undefined) return '';
   const signal = value.trim().toLowerCase();
@@ -97,7 +103,8 @@ function headerSignal(value: string | undefined): string {
  * 10,000 recent clients with their IDs, so that each is worked out once. Many people can share
  * a fingerprint, so its confidence is `'low'`, it is never written into the visitor cookie, and
  * what is stored under it lives at most `ttl`. Addresses in `sharedRanges`, unknown client
- * addresses and requests that `when` refuses are not fingerprinted.
+ * addresses, requests that `when` refuses and, without a `when`, requests that send
+ * `Sec-GPC: 1` are not fingerprinted.
  *
  * @example
  * ```ts
@@ -155,7 +162,7 @@ export function fingerprintResolver(options: FingerprintOptions = {}): Resolver 
   return {
     name: 'fingerprint',
     resolve(ctx) {
-      if (when !== undefined && !when(ctx)) return undefined;
+      if (when === undefined ? optedOut(ctx.header('sec-gpc')) : !when(ctx)) return undefined;
       const clientIp = ctx.clientIp;
       if (clientIp === undefined) return undefined;
       const address = parseIp(clientIp);

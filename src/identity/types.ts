@@ -5,7 +5,7 @@ export type Confidence = 'high' | 'medium' | 'low';
 
 /** What a resolver returns when it knows the visitor. */
 export interface Identity {
-  /** The visitor ID: 8 to 128 URL-safe characters (`A-Z a-z 0-9 _ -`). */
+  /** The visitor ID: 1 to 128 URL-safe characters (`A-Z a-z 0-9 _ -`), such as an application's own `'dev-p1'`. */
   id: string;
   confidence: Confidence;
   /**

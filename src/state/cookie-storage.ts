@@ -1,7 +1,19 @@
 import { type SerializeOptions, serialize } from 'cookie';
 import { BinError, ConfigError, CookieError } from '../errors.js';
 import type { ResponseView } from '../http.js';
-import type { RequestScopedStorage, Storage, StorageRequest } from './storage.js';
+import { checkBudget, DEFAULT_BUDGET, type HeaderLimited, VISITOR_COOKIE_BYTES } from './cookie-budget.js';
+import {
+  type Entry,
+  type Geometry,
+  headerBytes,
+  keyOf,
+  type Opened,
+  payloadOf,
+  plan,
+  type Unit,
+  unitsFrom,
+} from './cookie-layout.js';
+import type { RequestScopedStorage, Storage, StorageRequest, StoredBin } from './storage.js';
 
 /** Options of {@link cookieStorage}. */
 export interface CookieStorageOptions {
@@ -11,10 +23,19 @@ export interface CookieStorageOptions {
    */
   name?: string;
   /**
-   * Budget, in bytes, of all chunk cookies together (names and values); a `set` past it rejects.
-   * @default 8192
+   * Budget, in bytes, of the Cookie header that visitor-state's cookies take: the visitor
+   * cookie (counted as 256 bytes) and every chunk's name, `=`, value and `; `. A `set` past it
+   * rejects with a `CookieError`. The default leaves 2 KiB of nginx's default 8 KB header line
+   * for the site's other cookies; a budget that would not fit the server's limit on request
+   * headers (with 4,096 bytes to spare for the browser's other headers) is refused at once.
+   * @default 6144
    */
   maxBytes?: number;
+  /**
+   * The server, or its `{ maxHeaderSize }`, whose limit on request headers the budget must fit.
+   * @default node:http's maxHeaderSize (16,384 unless node runs with --max-http-header-size)
+   */
+  server?: HeaderLimited;
   /** @default '/' */
   path?: string;
   /** @default none: the cookies go back to the host that set them only */
@@ -29,18 +50,16 @@ export interface CookieStorageOptions {
   secure?: boolean | 'auto';
 }
 
-interface Entry {
-  /** The data as JSON: a fresh copy is one `JSON.parse` away, and equality is one string comparison. */
-  readonly json: string;
-  readonly expires: number;
+/** The sealed cookie storage: a request-scoped storage whose bound form has every per-request capability. */
+export interface CookieStorage extends RequestScopedStorage {
+  readonly cookieName: string;
+  /** The budget, in bytes of the Cookie header, as given or defaulted. */
+  readonly maxBytes: number;
+  /** How many chunk cookies the store may use: it never reads, writes or clears one past these. */
+  readonly maxChunks: number;
+  bind(request: StorageRequest): Storage & Required<Pick<Storage, 'getMany' | 'add' | 'update' | 'bins' | 'entries'>>;
 }
 
-interface State {
-  readonly visitorId: string | undefined;
-  readonly bins: ReadonlyMap<string, Entry>;
-}
-
-const PURPOSE = 'cookie-storage';
 // Browsers keep a cookie only while its Set-Cookie line stays within 4,096 bytes.
 const LINE_LIMIT = 4_096;
 // Browsers cap a cookie's lifetime at 400 days (RFC 6265bis, section 5.5).
@@ -48,33 +67,30 @@ const MAX_AGE_S = 400 * 86_400;
 const MAX_AGE_MS = MAX_AGE_S * 1_000;
 // Room left for the value of one chunk below which a name or domain is too long to be useful.
 const MIN_CHUNK = 512;
-// A request could send any number of chunk cookies; none we write comes near this many.
-const MAX_CHUNKS = 64;
+// Chromium keeps at most 180 cookies per host, shared with the site's own.
+const MAX_CHUNKS = 32;
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const EMPTY: State = { visitorId: undefined, bins: new Map() };
 
 /**
- * A storage that keeps a visitor's bins in the visitor's own browser: one JSON payload,
- * sealed with AES-256-GCM under the `cookie-storage` key of the secret, split over as
- * few HttpOnly cookies as the browsers' 4,096-byte limit allows. Cookies are written only
- * when the data changed; a cookie that was forged, truncated or is missing a chunk reads
- * as empty. A payload sealed under an older secret is read, and re-sealed under the
- * current one at once while the response is still open (else with the next write).
+ * A storage that keeps a visitor's bins in the visitor's own browser, sealed with AES-256-GCM
+ * under a key derived from the secret for this store's cookie name (a payload sealed for one
+ * cookie store does not open in another), over HttpOnly cookies whose Set-Cookie lines stay
+ * under the browsers' 4,096 bytes. Bins are grouped into chunks, each sealed on its own, so a
+ * change to one bin re-sends only the chunk that holds it; cookies are written only when the
+ * data changed. A chunk that was forged, truncated, or written by a version of this storage
+ * before chunks were sealed one by one reads as empty, and is cleared by the next write.
  *
- * The cookies belong to the browser, so they hold one visitor's bins: bins of another
- * visitor ID read as absent, and a `set` for a new visitor ID starts the state afresh.
+ * The cookies belong to one browser: a request keeps the bins of the visitor IDs it writes
+ * under, and bins under any other ID are dropped at its first write.
  *
  * @example
  * ```ts
- * const storage = cookieStorage({ maxBytes: 4096 });
- * const bins = storage.bind({ cookies, secure: true, response, keys, now: Date.now });
- * await bins.set(visitorId, 'shop:currency', 'EUR', 86_400_000);
- * await bins.get(visitorId, 'shop:currency'); // 'EUR'
+ * createVisitorState({ store: cookieStorage({ maxBytes: 4096 }) });
  * ```
  */
-export function cookieStorage(options: CookieStorageOptions = {}): RequestScopedStorage {
+export function cookieStorage(options: CookieStorageOptions = {}): CookieStorage {
   const name = options.name ?? 'vs_data';
-  const maxBytes = options.maxBytes ?? 8_192;
+  const maxBytes = options.maxBytes ?? DEFAULT_BUDGET;
   const sameSite = options.sameSite ?? 'lax';
   const secureOption = sameSite === 'none' ? true : (options.secure ?? 'auto');
   const attributes: SerializeOptions = { path: options.path ?? '/', httpOnly: true, sameSite };
@@ -91,72 +107,108 @@ export function cookieStorage(options: CookieStorageOptions = {}): RequestScoped
   if (sameSite === 'none' && options.secure === false) {
     throw new ConfigError("cookie storage with sameSite 'none' needs Secure cookies; drop secure: false");
   }
+  checkBudget(maxBytes, options.server);
   let overhead: number;
   try {
-    overhead = serialize(`${name}.${MAX_CHUNKS}`, '', { ...attributes, secure: true, maxAge: MAX_AGE_S }).length;
+    overhead = serialize(`${name}.${MAX_CHUNKS - 1}`, '', { ...attributes, secure: true, maxAge: MAX_AGE_S }).length;
   } catch (error) {
     throw new ConfigError(`cookie storage path or domain is not valid in a cookie: ${String(error)}`, { cause: error });
   }
-  if (LINE_LIMIT - overhead < MIN_CHUNK) {
+  // Base64url and `~` need no escaping, so a line is the attributes' length plus the value's.
+  const valueCap = LINE_LIMIT - 1 - overhead;
+  if (valueCap < MIN_CHUNK) {
     throw new ConfigError('cookie storage name, path and domain leave no room for data in a cookie; shorten them');
   }
-  const chunkPattern = new RegExp(`^${name.replace(/[.*+^$|]/g, '\\$&')}\\.(0|[1-9]\\d{0,3})$`);
+  const byteBudget = maxBytes - VISITOR_COOKIE_BYTES;
+  const fullChunk = name.length + 4 + valueCap + 2;
+  const slotLimit = Math.ceil(byteBudget / fullChunk) + 1;
+  if (slotLimit > MAX_CHUNKS) {
+    throw new ConfigError(
+      `cookie storage maxBytes ${maxBytes} needs more than ${MAX_CHUNKS} cookies; browsers keep about 180 per host (Chromium), shared with the site's own: lower it`,
+    );
+  }
+  const geometry: Geometry = { name, valueCap, slotLimit, byteBudget };
+  // What follows `; Max-Age=N` in every line, written once by the cookie package: serialising each
+  // line through it cost about a tenth of a set (measured with npm run bench, cookie storage line).
+  const tailOf = (secure: boolean) => serialize('x', '', { ...attributes, secure }).slice(2);
+  const tails = { secure: tailOf(true), plain: tailOf(false) };
+  const chunkPattern = new RegExp(`^${name.replace(/[.*+^$|]/g, '\\$&')}\\.(0|[1-9]\\d?)$`);
+  const purpose = `cookie-storage:${name}`;
 
   return {
     scope: 'request',
     cookieName: name,
+    maxBytes,
+    maxChunks: slotLimit,
     bind(request) {
-      return bindStorage(request, { name, maxBytes, attributes, secure: secureOption, chunkPattern });
+      return bindStorage(request, { maxBytes, tails, secure: secureOption, chunkPattern, geometry, purpose });
     },
   };
 }
 
 interface Settings {
-  readonly name: string;
   readonly maxBytes: number;
-  readonly attributes: SerializeOptions;
+  /** The attributes after `Max-Age`, for Secure and for plain cookies. */
+  readonly tails: { readonly secure: string; readonly plain: string };
   readonly secure: boolean | 'auto';
   readonly chunkPattern: RegExp;
+  readonly geometry: Geometry;
+  readonly purpose: string;
 }
 
-function bindStorage(request: StorageRequest, settings: Settings): Storage {
-  const { name, maxBytes, chunkPattern } = settings;
-  const attributes: SerializeOptions = {
-    ...settings.attributes,
-    secure: settings.secure === 'auto' ? request.secure : settings.secure,
-  };
-  // The chunk values the browser will hold once this response arrives, by index.
-  const held = new Map<number, string>();
-  let state: State | undefined;
-  // The payload JSON the cookies hold now ('' for none or unreadable): a write that would not change it is skipped.
-  let stored = '';
-  let resealDue = false;
+interface Loaded {
+  /** The units the browser will hold once this response arrives. */
+  units: Unit[];
+  /** Every live bin they hold, by {@link keyOf}. */
+  live: Map<string, Entry>;
+  /** The chunk values the browser will hold once this response arrives, by index, readable or not. */
+  held: Map<number, string>;
+}
 
-  const load = (): State => {
-    if (state) return state;
+function bindStorage(request: StorageRequest, settings: Settings): ReturnType<CookieStorage['bind']> {
+  const { geometry, purpose } = settings;
+  const { name } = geometry;
+  const secure = settings.secure === 'auto' ? request.secure : settings.secure;
+  const tail = secure ? settings.tails.secure : settings.tails.plain;
+  // The visitor IDs this request has written under: bins under any other ID are dropped when it writes.
+  const writers = new Set<string>();
+  let loaded: Loaded | undefined;
+
+  const open = (sealed: string): Opened | undefined => {
+    const opened = request.keys.unseal(purpose, sealed);
+    return opened && parsePayload(opened.plaintext, opened.rotated);
+  };
+
+  /** The chunk index a cookie name stands for, when this store may have written it. */
+  const chunkIndex = (cookieName: string): number | undefined => {
+    const match = settings.chunkPattern.exec(cookieName);
+    const index = match ? Number(match[1]) : undefined;
+    return index !== undefined && index < geometry.slotLimit ? index : undefined;
+  };
+
+  const load = (): Loaded => {
+    if (loaded) return loaded;
+    const held = new Map<number, string>();
     for (const [cookieName, value] of Object.entries(request.cookies)) {
-      const match = chunkPattern.exec(cookieName);
-      if (match && value !== undefined) held.set(Number(match[1]), value);
+      const index = chunkIndex(cookieName);
+      if (index !== undefined && value !== undefined) held.set(index, value);
     }
-    const opened = open(joinChunks(held), request);
-    state = opened?.state ?? EMPTY;
-    stored = encode(state, request.now());
-    resealDue = opened?.rotated === true && stored !== '';
-    if (resealDue && request.response && !request.response.headersSent) write(state, undefined);
-    return state;
+    const { units, live, rotated } = unitsFrom(held, open, request.now());
+    loaded = { units, live, held };
+    // A chunk sealed by an older secret is re-sealed at once while the response is still open.
+    const response = request.response;
+    if (rotated && response && !response.headersSent) commit(live, undefined);
+    return loaded;
   };
 
   const setChunk = (response: ResponseView, i: number, value: string, maxAge: number): void => {
-    response.setCookie(`${name}.${i}`, serialize(`${name}.${i}`, value, { ...attributes, maxAge }));
+    // Values are base64url, digits and `~`: nothing to encode.
+    response.setCookie(`${name}.${i}`, `${name}.${i}=${value}; Max-Age=${maxAge}${tail}`);
   };
 
-  const write = (next: State, bin: string | undefined): void => {
-    const now = request.now();
-    const json = encode(next, now);
-    if (json === stored && !resealDue) {
-      state = next;
-      return;
-    }
+  /** Lays out `live` over the chunks and writes the ones that changed; `bin` names the set that a budget overrun rejects. */
+  const commit = (live: Map<string, Entry>, bin: string | undefined): void => {
+    const state = loaded as Loaded;
     const response = request.response;
     if (!response) {
       throw new CookieError('cookie storage cannot write without a response: bind it with the response of the request');
@@ -164,125 +216,144 @@ function bindStorage(request: StorageRequest, settings: Settings): Storage {
     if (response.headersSent) {
       throw new CookieError('set after the response headers were sent: call set before writing the body');
     }
-    const maxAge = maxAgeOf(next, now);
-    const chunks = json === '' ? [] : split(request.keys.seal(PURPOSE, json), name, { ...attributes, maxAge });
-    const total = chunks.reduce((sum, chunk, i) => sum + `${name}.${i}`.length + chunk.length, 0);
-    if (bin !== undefined && total > maxBytes) {
+    const now = request.now();
+    const seal = (entries: Iterable<Entry>) => request.keys.seal(purpose, payloadOf(entries, Math.floor(now)));
+    const next = plan(state.units, live, geometry, seal);
+    if (!next.fits && bin !== undefined) {
+      const total = VISITOR_COOKIE_BYTES + headerBytes(next.units, name);
       throw new CookieError(
-        `bin '${bin}' would make the cookie state ${total} bytes, over the ${maxBytes}-byte budget; keep cookie bins small or raise maxBytes`,
+        `bin '${bin}' would make the cookie state ${total} bytes, over the ${settings.maxBytes}-byte budget; keep cookie bins small or raise maxBytes`,
       );
     }
-    for (const [i, chunk] of chunks.entries()) {
-      if (held.get(i) !== chunk) setChunk(response, i, chunk, maxAge);
+    const written = new Map<number, string>();
+    for (const unit of next.units) {
+      const maxAge = maxAgeOf(unit.entries.values(), now);
+      for (const [i, slot] of unit.slots.entries()) {
+        const value = unit.values[i] as string;
+        written.set(slot, value);
+        if (state.held.get(slot) !== value) setChunk(response, slot, value, maxAge);
+      }
     }
-    for (const i of held.keys()) {
-      if (i >= chunks.length) setChunk(response, i, '', 0);
-    }
-    held.clear();
-    for (const [i, chunk] of chunks.entries()) held.set(i, chunk);
-    state = next;
-    stored = json;
-    resealDue = false;
+    for (const slot of state.held.keys()) if (!written.has(slot)) setChunk(response, slot, '', 0);
+    loaded = { units: next.units, live, held: written };
   };
 
-  const live = (visitorId: string, bin: string): Entry | undefined => {
-    const current = load();
-    const entry = current.visitorId === visitorId ? current.bins.get(bin) : undefined;
+  const liveEntry = (visitorId: string, bin: string): Entry | undefined => {
+    const entry = load().live.get(keyOf(visitorId, bin));
     return entry && entry.expires > request.now() ? entry : undefined;
+  };
+
+  /** The bins that stay after a write under `visitorId`: those of the IDs this request writes under, still live. */
+  const keptFor = (visitorId: string): Map<string, Entry> => {
+    writers.add(visitorId);
+    const now = request.now();
+    const kept = new Map<string, Entry>();
+    for (const [key, entry] of load().live) if (writers.has(entry.id) && entry.expires > now) kept.set(key, entry);
+    return kept;
+  };
+
+  const set = (visitorId: string, bin: string, data: unknown, ttlMs: number): void => {
+    if (!(ttlMs > 0)) throw new BinError(`bin '${bin}' needs a positive ttl in milliseconds; got ${ttlMs}`);
+    const json = toJson(bin, data);
+    const expires = request.now() + Math.min(ttlMs, MAX_AGE_MS);
+    const previous = liveEntry(visitorId, bin);
+    const key = keyOf(visitorId, bin);
+    // The same data is not re-sent for a small shift of its expiry: only once a tenth of its lifetime has passed.
+    if (previous?.json === json && Math.abs(expires - previous.expires) <= ttlMs / 10) {
+      writers.add(visitorId);
+      return;
+    }
+    const live = keptFor(visitorId);
+    live.set(key, { id: visitorId, bin, json, expires });
+    commit(live, bin);
+  };
+
+  const remove = (visitorId: string, bin: string): void => {
+    if (!liveEntry(visitorId, bin)) return;
+    const live = keptFor(visitorId);
+    live.delete(keyOf(visitorId, bin));
+    commit(live, undefined);
+  };
+
+  const dataOf = (entry: Entry | undefined): unknown => entry && JSON.parse(entry.json);
+
+  const entriesOf = (visitorId: string): StoredBin[] => {
+    const now = request.now();
+    return [...load().live.values()]
+      .filter((entry) => entry.id === visitorId && entry.expires > now)
+      .map((entry) => ({ bin: entry.bin, data: JSON.parse(entry.json), expiresAt: entry.expires }));
   };
 
   return {
     async get(visitorId, bin) {
-      const entry = live(visitorId, bin);
-      return entry && JSON.parse(entry.json);
+      return dataOf(liveEntry(visitorId, bin));
     },
 
     async getMany(visitorId, bins) {
-      return bins.map((bin) => {
-        const entry = live(visitorId, bin);
-        return entry && JSON.parse(entry.json);
-      });
+      return bins.map((bin) => dataOf(liveEntry(visitorId, bin)));
     },
 
     async bins(visitorId) {
-      const current = load();
-      if (current.visitorId !== visitorId) return [];
-      const now = request.now();
-      return [...current.bins].filter(([, entry]) => entry.expires > now).map(([bin]) => bin);
+      return entriesOf(visitorId).map((entry) => entry.bin);
+    },
+
+    async entries(visitorId) {
+      return entriesOf(visitorId);
     },
 
     async set(visitorId, bin, data, ttlMs) {
-      if (!(ttlMs > 0)) throw new BinError(`bin '${bin}' needs a positive ttl in milliseconds; got ${ttlMs}`);
-      const json = toJson(bin, data);
-      const current = load();
-      const expires = request.now() + Math.min(ttlMs, MAX_AGE_MS);
-      const bins = new Map(current.visitorId === visitorId ? current.bins : []);
-      const previous = bins.get(bin);
-      // The same data is not re-sent for a small shift of its expiry: only once a tenth of its lifetime has passed.
-      if (previous?.json === json && Math.abs(expires - previous.expires) <= ttlMs / 10) return;
-      bins.set(bin, { json, expires });
-      write({ visitorId, bins }, bin);
+      set(visitorId, bin, data, ttlMs);
+    },
+
+    async add(visitorId, bin, data, ttlMs) {
+      if (liveEntry(visitorId, bin)) return false;
+      set(visitorId, bin, data, ttlMs);
+      return true;
+    },
+
+    // Atomic for the request: the cookies are this request's own, and nothing awaits between the read and the write.
+    async update(visitorId, bin, next, ttlMs) {
+      const value = next(dataOf(liveEntry(visitorId, bin)));
+      if (value === undefined) {
+        remove(visitorId, bin);
+        return undefined;
+      }
+      set(visitorId, bin, value, ttlMs);
+      return dataOf(liveEntry(visitorId, bin));
     },
 
     async delete(visitorId, bin) {
-      const current = load();
-      if (current.visitorId !== visitorId || !current.bins.has(bin)) return;
-      const bins = new Map(current.bins);
-      bins.delete(bin);
-      write({ visitorId, bins }, undefined);
+      remove(visitorId, bin);
     },
   };
-}
-
-/** The chunks `${name}.0` onwards up to the first gap, joined; `''` when there are none. */
-function joinChunks(held: ReadonlyMap<number, string>): string {
-  let joined = '';
-  for (let i = 0; i < MAX_CHUNKS; i++) {
-    const chunk = held.get(i);
-    if (chunk === undefined) break;
-    joined += chunk;
-  }
-  return joined;
-}
-
-/** The state a sealed payload holds; `undefined` for anything forged, truncated or malformed. */
-function open(sealed: string, request: StorageRequest): { state: State; rotated: boolean } | undefined {
-  const opened = request.keys.unseal(PURPOSE, sealed);
-  if (!opened) return undefined;
-  let payload: unknown;
-  try {
-    payload = JSON.parse(opened.plaintext);
-  } catch (error) {
-    if (error instanceof SyntaxError) return undefined;
-    throw error;
-  }
-  const state = toState(payload, request.now());
-  return state && { state, rotated: opened.rotated };
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
-/** Checks the payload's shape `{ v: visitorId, b: { [bin]: [data, expiresAtMs] } }` and drops expired bins. */
-function toState(payload: unknown, now: number): State | undefined {
-  if (!isRecord(payload) || typeof payload.v !== 'string' || !isRecord(payload.b)) return undefined;
-  const bins = new Map<string, Entry>();
-  for (const [bin, value] of Object.entries(payload.b)) {
-    if (!Array.isArray(value) || value.length !== 2 || typeof value[1] !== 'number' || !Number.isFinite(value[1])) {
-      return undefined;
+/** A unit's payload `{"t":writtenAt,"v":{id:{bin:[data,expiresAt]}}}`; `undefined` for anything else. */
+function parsePayload(plaintext: string, rotated: boolean): Opened | undefined {
+  let payload: unknown;
+  try {
+    payload = JSON.parse(plaintext);
+  } catch (error) {
+    if (error instanceof SyntaxError) return undefined;
+    throw error;
+  }
+  if (!isRecord(payload) || typeof payload.t !== 'number' || !Number.isFinite(payload.t) || !isRecord(payload.v)) {
+    return undefined;
+  }
+  const entries: Entry[] = [];
+  for (const [id, bins] of Object.entries(payload.v)) {
+    if (!isRecord(bins)) return undefined;
+    for (const [bin, value] of Object.entries(bins)) {
+      if (!Array.isArray(value) || value.length !== 2 || typeof value[1] !== 'number' || !Number.isFinite(value[1])) {
+        return undefined;
+      }
+      entries.push({ id, bin, json: JSON.stringify(value[0]), expires: value[1] });
     }
-    if (value[1] > now) bins.set(bin, { json: JSON.stringify(value[0]), expires: value[1] });
   }
-  return { visitorId: payload.v, bins };
-}
-
-/** The payload JSON of the bins still live at `now`; `''` when there are none. */
-function encode(state: State, now: number): string {
-  let body = '';
-  for (const [bin, entry] of state.bins) {
-    if (entry.expires > now) body += `${body ? ',' : ''}${JSON.stringify(bin)}:[${entry.json},${entry.expires}]`;
-  }
-  return body ? `{"v":${JSON.stringify(state.visitorId)},"b":{${body}}}` : '';
+  return { entries, writtenAt: payload.t, rotated };
 }
 
 function toJson(bin: string, data: unknown): string {
@@ -296,21 +367,9 @@ function toJson(bin: string, data: unknown): string {
   return json;
 }
 
-/** Seconds until the latest bin expires, capped at the browsers' 400 days. */
-function maxAgeOf(state: State, now: number): number {
+/** Seconds until the latest of `entries` expires, capped at the browsers' 400 days. */
+function maxAgeOf(entries: Iterable<Entry>, now: number): number {
   let latest = now;
-  for (const entry of state.bins.values()) latest = Math.max(latest, entry.expires);
+  for (const entry of entries) latest = Math.max(latest, entry.expires);
   return Math.min(Math.ceil((latest - now) / 1_000), MAX_AGE_S);
-}
-
-/** Cuts `sealed` into as few chunks as keep each whole Set-Cookie line under {@link LINE_LIMIT}. */
-function split(sealed: string, name: string, attributes: SerializeOptions): string[] {
-  const chunks: string[] = [];
-  for (let offset = 0, i = 0; offset < sealed.length; i++) {
-    // Base64url needs no escaping, so the line is the attributes' length plus the chunk's.
-    const room = LINE_LIMIT - 1 - serialize(`${name}.${i}`, '', attributes).length;
-    chunks.push(sealed.slice(offset, offset + room));
-    offset += room;
-  }
-  return chunks;
 }

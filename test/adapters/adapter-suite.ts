@@ -28,8 +28,13 @@ export interface RouteRequest {
   header(name: string, value: string): void;
 }
 
+/** Writes that a request left for after its response, by token: run when `/late-run` asks. */
+const lateWrites = new Map<string, () => Promise<string>>();
+
 /**
  * The routes every adapter's test app serves, as JSON; `undefined` means 404.
+ * - `/late-set?token=&bin=&value=` answers at once and leaves a write to its visitor for later;
+ *   `/late-run?token=` runs that write, after the first response is out, and tells how it went
  * - `/plain` never touches the visitor
  * - `/id` resolves it; `/get?bin=` reads a bin; `/set?bin=&value=` writes one
  * - `/own-cache` chooses its own Cache-Control, then reads state
@@ -40,6 +45,18 @@ export async function route({ path, query, visitor, header }: RouteRequest): Pro
   switch (path) {
     case '/plain':
       return { plain: true };
+    case '/late-set': {
+      const value = query.get('value');
+      lateWrites.set(query.get('token') ?? '', () =>
+        visitor.cache.set(bin, value).then(
+          () => 'stored',
+          (error: Error) => `${error.name}: ${error.message}`,
+        ),
+      );
+      return { later: true };
+    }
+    case '/late-run':
+      return { outcome: await lateWrites.get(query.get('token') ?? '')?.() };
     case '/id': {
       const { id, source, confidence } = await visitor.resolve();
       return { id, source, confidence };
@@ -195,6 +212,26 @@ export function adapterSuite(name: string, start: (visitors: VisitorState) => Pr
       expect(reply.status).toBe(200);
       expect(reply.json<{ value?: unknown }>().value).toBeUndefined();
       expect(errors.some((error) => error instanceof StorageError)).toBe(true);
+    });
+
+    it('lands a write made after the response on the visitor whose cookie came with the request', async () => {
+      const { url } = await app();
+      const jar = createCookieJar();
+      const { id } = (await jar.request(`${url}/id`)).json<{ id: string }>();
+      const token = `t${Math.random()}`;
+      const later = await jar.request(`${url}/late-set?token=${token}&bin=suite:late&value=kept`);
+      expect(later.setCookies).toEqual([]);
+      expect((await jar.request(`${url}/late-run?token=${token}`)).json()).toEqual({ outcome: 'stored' });
+      expect((await jar.request(`${url}/get?bin=suite:late`)).json()).toEqual({ value: 'kept', id });
+    });
+
+    it('rejects with a CookieError a write made after the response for a visitor the client does not know yet', async () => {
+      const { url } = await app();
+      const token = `t${Math.random()}`;
+      const jar = createCookieJar();
+      await jar.request(`${url}/late-set?token=${token}&bin=suite:late&value=lost`);
+      const { outcome } = (await jar.request(`${url}/late-run?token=${token}`)).json<{ outcome: string }>();
+      expect(outcome).toMatch(/^CookieError: .*after the response headers were sent/);
     });
 
     it("tells resolvers the client's address", async () => {

@@ -187,6 +187,33 @@ describe('the Fastify entry', () => {
     expect(reply.headers['cache-control']).toBe('private');
     expect(reply.setCookies.some((line) => line.startsWith(`${visitors.cookieName}=`))).toBe(true);
   });
+  it('gives one visitor to request.visitor.resolve() and visitors.resolve(request.raw, reply.raw), in either order', async () => {
+    const { visitors } = quietVisitors();
+    const app = Fastify();
+    await app.register(fastifyVisitorState(visitors));
+    app.get('/lazy-first', async (request, reply) => {
+      const lazy = await request.visitor.resolve();
+      const direct = await visitors.resolve(request.raw, reply.raw);
+      return { same: lazy === direct, id: lazy.id };
+    });
+    app.get('/direct-first', async (request, reply) => {
+      const direct = await visitors.resolve(request.raw, reply.raw);
+      await request.visitor.cache.set('suite:color', 'teal');
+      const lazy = await request.visitor.resolve();
+      return { same: lazy === direct, id: direct.id };
+    });
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    opened.push({ url, close: () => app.close() });
+    const jar = createCookieJar();
+    const first = (await jar.request(`${url}/lazy-first`)).json<{ same: boolean; id: string }>();
+    expect(first.same).toBe(true);
+    const fresh = createCookieJar();
+    const second = await fresh.request(`${url}/direct-first`);
+    expect(second.json()).toMatchObject({ same: true });
+    expect(second.setCookies.filter((line) => line.startsWith(`${visitors.cookieName}=`))).toHaveLength(1);
+    expect(fresh.get(visitors.cookieName as string)?.startsWith(`${second.json<{ id: string }>().id}.`)).toBe(true);
+  });
+
   it("gives custom resolvers Fastify's request, with its decorations", async () => {
     const { visitors } = quietVisitors();
     visitors.use(

@@ -138,3 +138,109 @@ export function createCookieJar(): CookieJar {
     },
   };
 }
+
+/** A {@link CookieJar}-like client over tough-cookie, strict as RFC 6265bis asks. */
+export interface StrictCookieJar {
+  /** Sends to `server` (the real address) a request for `path` as if to the jar's origin. */
+  request(path: string, init?: JarRequestInit): Promise<JarResponse>;
+  /** The raw Set-Cookie lines of the last response; empty before the first. */
+  readonly lastSetCookies: readonly string[];
+  /** Set-Cookie lines the jar refused, with the reason, since it was made. */
+  readonly refused: readonly { line: string; reason: string }[];
+  /** The cookies the jar would send to the origin's `/` now, by name. */
+  cookies(): Promise<Record<string, string>>;
+  /** Stores a cookie as if the origin had set it (`name=value; Path=/`), to forge or replay one. */
+  set(name: string, value: string): Promise<void>;
+}
+
+/**
+ * A cookie jar that keeps what a strict RFC 6265bis user agent keeps: tough-cookie with
+ * `prefixSecurity: 'strict'` (a `__Host-` or `__Secure-` cookie that breaks its prefix's rules
+ * is refused), Secure cookies stored only from a secure origin (localhost counts as one), and
+ * domain, path and expiry matched as a browser does. Requests go to `server`, with the Host
+ * header of `origin`, so a test can stand for a public host name over plain http.
+ *
+ * @example
+ * ```ts
+ * const jar = createStrictCookieJar(base, 'http://shop.example');
+ * await jar.request('/set/theme', { json: 'dark' });
+ * await jar.cookies(); // { 'vs_data.0': '…' }
+ * ```
+ */
+export async function createStrictCookieJar(server: string, origin = server): Promise<StrictCookieJar> {
+  const { CookieJar: ToughJar } = await import('tough-cookie');
+  const jar = new ToughJar(undefined, {
+    prefixSecurity: 'strict',
+    rejectPublicSuffixes: true,
+    looseMode: false,
+    allowSecureOnLocal: true,
+    enforceSecureOriginOnStorage: true,
+  });
+  const refused: { line: string; reason: string }[] = [];
+  let last: readonly string[] = [];
+  const originUrl = new URL(origin);
+  const root = new URL('/', originUrl).href;
+
+  return {
+    get lastSetCookies() {
+      return last;
+    },
+    refused,
+
+    async request(path, init = {}) {
+      const url = new URL(path, originUrl).href;
+      const body = init.body ?? (init.json === undefined ? undefined : JSON.stringify(init.json));
+      const headers: Record<string, string> = { host: originUrl.host, ...init.headers };
+      if (init.body === undefined && init.json !== undefined) headers['content-type'] ??= 'application/json';
+      const cookieHeader = await jar.getCookieString(url);
+      if (cookieHeader) headers.cookie = cookieHeader;
+      const res = await new Promise<{ status: number; headers: IncomingHttpHeaders; text: string }>(
+        (resolve, reject) => {
+          const req = httpRequest(
+            new URL(path, server),
+            { method: init.method ?? (body === undefined ? 'GET' : 'POST'), headers, agent: false },
+            (response) => {
+              const parts: Buffer[] = [];
+              response.on('data', (part: Buffer) => parts.push(part));
+              response.on('error', reject);
+              response.on('end', () =>
+                resolve({
+                  status: response.statusCode ?? 0,
+                  headers: response.headers,
+                  text: Buffer.concat(parts).toString('utf8'),
+                }),
+              );
+            },
+          );
+          req.on('error', reject);
+          req.end(body);
+        },
+      );
+      const setCookies = res.headers['set-cookie'] ?? [];
+      for (const line of setCookies) {
+        try {
+          await jar.setCookie(line, url);
+        } catch (error) {
+          refused.push({ line, reason: error instanceof Error ? error.message : String(error) });
+        }
+      }
+      last = setCookies;
+      return {
+        status: res.status,
+        headers: res.headers,
+        body: res.text,
+        setCookies,
+        json: <T>() => JSON.parse(res.text) as T,
+      };
+    },
+
+    async cookies() {
+      const held = await jar.getCookies(root);
+      return Object.fromEntries(held.map((cookie) => [cookie.key, cookie.value]));
+    },
+
+    async set(name, value) {
+      await jar.setCookie(`${name}=${value}; Path=/`, root);
+    },
+  };
+}

@@ -118,6 +118,13 @@ describe('fingerprintResolver', () => {
     expect(identify({ when: (ctx) => ctx.header('dnt') !== '1' }, '203.0.113.9', { dnt: '0' })).toBeDefined();
   });
 
+  it('does not fingerprint a request that sends Sec-GPC: 1, unless when decides', () => {
+    expect(id('198.51.100.7', CHROME_126, {}, { 'sec-gpc': '1' })).toBeUndefined();
+    expect(id('198.51.100.7', CHROME_126, {}, { 'sec-gpc': ' 1 ' })).toBeUndefined();
+    expect(id('198.51.100.7', CHROME_126, {}, { 'sec-gpc': '0' })).toBe(id('198.51.100.7'));
+    expect(id('198.51.100.7', CHROME_126, { when: () => true }, { 'sec-gpc': '1' })).toBe(id('198.51.100.7'));
+  });
+
   it('does not fingerprint a client whose address is unknown', () => {
     expect(identify({}, 'garbage', { 'user-agent': CHROME_126 })).toBeUndefined();
   });

@@ -217,40 +217,51 @@ describe('the visitor cookie', () => {
 describe('the fingerprint resolver', () => {
   const fingerprinting = () => app({ trustProxy: 'loopback', resolvers: [cookieResolver(), fingerprintResolver()] });
 
-  it('recognises a client that keeps no cookies from its second request on', async () => {
+  /** A cookie-less client that stores a bin, then comes back: the fingerprint's shared ID. */
+  const sharedIdOf = async (url: string, headers: Record<string, string>) => {
+    await send(`${url}/set?bin=demo:seen&value=yes`, { headers });
+    return (await send(`${url}/get?bin=demo:seen`, { headers })).json().id as string;
+  };
+
+  it('recognises a client that keeps no cookies from its second request on, with what it stored', async () => {
     const { url } = await fingerprinting();
     const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' };
-    const first = await send(url, { headers });
-    const second = await send(url, { headers });
-    expect(second.json()).toMatchObject({ id: first.json().id, source: 'fingerprint', confidence: 'low' });
+    const first = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers });
+    expect(first.json()).toMatchObject({ source: 'new' });
+    const second = await send(`${url}/get?bin=demo:geo`, { headers });
+    expect(second.json()).toMatchObject({ source: 'fingerprint', confidence: 'low', value: 'Lyon' });
+    const third = await send(`${url}/get?bin=demo:geo`, { headers });
+    expect(third.json()).toMatchObject({ id: second.json().id, source: 'fingerprint', value: 'Lyon' });
   });
 
   it('never hands the fingerprint ID out in the visitor cookie', async () => {
     const { url } = await fingerprinting();
-    const reply = await send(url, { headers: { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' } });
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' };
+    const shared = await sharedIdOf(url, headers);
+    const reply = await send(url, { headers });
+    expect(reply.json()).toMatchObject({ id: shared, source: 'fingerprint' });
     const cookie = cookiePair(reply.setCookies, 'vsid') as string;
     expect(cookie).toBeDefined();
-    const next = await send(url, { headers: { cookie, 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' } });
+    const next = await send(url, { headers: { ...headers, cookie } });
     expect(next.json().source).toBe('cookie');
-    expect(next.json().id).not.toBe(reply.json().id);
+    expect(next.json().id).not.toBe(shared);
   });
 
   it('does not let an untrusted X-Forwarded-For move the fingerprint', async () => {
     const { url } = await app({ resolvers: [cookieResolver(), fingerprintResolver()] });
-    const a = await send(url, { headers: { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' } });
+    const a = await sharedIdOf(url, { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.7' });
     const b = await send(url, { headers: { 'user-agent': CHROME_126, 'x-forwarded-for': '203.0.113.99' } });
-    expect(a.json().source).toBe('fingerprint');
-    expect(b.json().id).toBe(a.json().id);
+    expect(b.json()).toMatchObject({ id: a, source: 'fingerprint' });
   });
 
   it('keeps the fingerprint across a Chrome minor update, and tells two IPv6 /64s apart', async () => {
     const { url } = await fingerprinting();
     const minor = CHROME_126.replace('6478.126', '6478.127');
     const at = (ua: string, ip: string) => send(url, { headers: { 'user-agent': ua, 'x-forwarded-for': ip } });
-    const a = (await at(CHROME_126, '2001:db8:1:2::10')).json().id;
+    const a = await sharedIdOf(url, { 'user-agent': CHROME_126, 'x-forwarded-for': '2001:db8:1:2::10' });
     expect((await at(minor, '2001:db8:1:2::10')).json().id).toBe(a);
     expect((await at(CHROME_126, '2001:db8:1:2:ffff::1')).json().id).toBe(a);
-    expect((await at(CHROME_126, '2001:db8:1:3::10')).json().id).not.toBe(a);
+    expect((await at(CHROME_126, '2001:db8:1:3::10')).json()).toMatchObject({ source: 'new' });
   });
 
   it('keeps a cookie keeper and a cookie refuser behind one address apart from the second request on', async () => {
@@ -268,7 +279,87 @@ describe('the fingerprint resolver', () => {
   });
 });
 
+describe('the first request behind a fingerprint', () => {
+  const fingerprinting = () => app({ trustProxy: 'loopback', resolvers: [cookieResolver(), fingerprintResolver()] });
+  const idInCookie = (setCookies: string[]) => cookiePair(setCookies, 'vsid')?.slice('vsid='.length).split('.')[0];
+
+  it('gives a client that keeps cookies one ID from its first request on when its fingerprint holds no state', async () => {
+    const { url } = await fingerprinting();
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.20' };
+    const first = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers });
+    expect(first.json()).toMatchObject({ source: 'new', confidence: 'medium' });
+    expect(first.json().id).toBe(idInCookie(first.setCookies));
+    const cookie = cookiePair(first.setCookies, 'vsid') as string;
+    const second = await send(`${url}/get?bin=demo:geo`, { headers: { ...headers, cookie } });
+    expect(second.json()).toMatchObject({ id: first.json().id, source: 'cookie', value: 'Lyon' });
+  });
+
+  it('lends a fingerprint that holds state to the first request, and the client keeps what that request stored', async () => {
+    const { url } = await fingerprinting();
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.21' };
+    await send(`${url}/set?bin=demo:household&value=shared`, { headers });
+    const first = await send(`${url}/set?bin=demo:geo&value=mine`, { headers });
+    expect(first.json()).toMatchObject({ source: 'fingerprint', confidence: 'low' });
+    const own = idInCookie(first.setCookies);
+    expect(own).toBeDefined();
+    expect(own).not.toBe(first.json().id);
+    const cookie = cookiePair(first.setCookies, 'vsid') as string;
+    const second = await send(`${url}/get?bin=demo:geo`, { headers: { ...headers, cookie } });
+    expect(second.json()).toMatchObject({ id: own, source: 'cookie', value: 'mine' });
+  });
+
+  it('does not fingerprint a request that sends Sec-GPC: 1, unless when says so', async () => {
+    const { url } = await fingerprinting();
+    const headers = { 'user-agent': CHROME_126, 'x-forwarded-for': '198.51.100.22' };
+    const shared = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers }).then(() =>
+      send(`${url}/get?bin=demo:geo`, { headers }),
+    );
+    expect(shared.json()).toMatchObject({ source: 'fingerprint', value: 'Lyon' });
+    const gpc = await send(`${url}/get?bin=demo:geo`, { headers: { ...headers, 'sec-gpc': '1' } });
+    expect(gpc.json()).toMatchObject({ source: 'new' });
+    expect(gpc.json().value).toBeUndefined();
+
+    const decided = await app({
+      trustProxy: 'loopback',
+      resolvers: [cookieResolver(), fingerprintResolver({ when: () => true })],
+    });
+    await send(`${decided.url}/set?bin=demo:geo&value=Oslo`, { headers });
+    const allowed = await send(`${decided.url}/get?bin=demo:geo`, { headers: { ...headers, 'sec-gpc': '1' } });
+    expect(allowed.json()).toMatchObject({ source: 'fingerprint', value: 'Oslo' });
+  });
+});
+
 describe('the resolver chain', () => {
+  it("accepts a custom resolver's short IDs of A-Z a-z 0-9 _ -, and keeps them in the cookie", async () => {
+    const dev: Resolver = {
+      name: 'dev',
+      resolve: (ctx) => (ctx.header('x-dev-profile') === 'p1' ? { id: 'dev-p1', confidence: 'high' } : undefined),
+    };
+    const { url, errors } = await app({ resolvers: [cookieResolver(), dev] });
+    const first = await send(`${url}/set?bin=demo:geo&value=Lyon`, { headers: { 'x-dev-profile': 'p1' } });
+    expect(first.json()).toMatchObject({ id: 'dev-p1', source: 'dev' });
+    const cookie = cookiePair(first.setCookies, 'vsid') as string;
+    expect((await send(`${url}/get?bin=demo:geo`, { headers: { cookie } })).json()).toMatchObject({
+      id: 'dev-p1',
+      source: 'cookie',
+      value: 'Lyon',
+    });
+    expect(errors).toEqual([]);
+  });
+
+  it('reports and skips a verified user that is neither a string nor a finite number', async () => {
+    for (const bad of [{ id: 1 }, [1], Number.NaN, true, '']) {
+      const { url, errors } = await app({
+        resolvers: [cookieResolver(), authResolver({ identify: () => bad as never })],
+      });
+      const reply = await send(url);
+      expect(reply.status).toBe(200);
+      expect(reply.json().source).toBe('new');
+      expect(errors).toHaveLength(1);
+      expect(errors[0]?.cause).toMatchObject({ name: 'BinError', code: 'ERR_VISITOR_STATE_BIN' });
+    }
+  });
+
   it('reports a resolver that throws and goes on with the next', async () => {
     const broken: Resolver = {
       name: 'broken',
