@@ -30,6 +30,8 @@ const SCOPE = 'visitor-state';
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
 
 let loading: Promise<Api | undefined> | undefined;
+/** The API once loaded: `null` when it is not installed, `undefined` until the import settles. */
+let loaded: Api | null | undefined;
 let made: { readonly meter: Meter; readonly tracing: boolean; readonly instruments: Instruments } | undefined;
 /** The instruments once an SDK was found; read on the request path, so a plain variable. */
 let active: Instruments | undefined;
@@ -47,9 +49,15 @@ function loadApi(): Promise<Api | undefined> {
   // A specifier in a variable: bundlers for workers leave an optional peer alone instead of failing.
   const name = '@opentelemetry/api';
   loading ??= (import(name) as Promise<Api>).then(
-    (api) => api,
+    (api) => {
+      loaded = api;
+      return api;
+    },
     (error: unknown) => {
-      if (isNotFound(error)) return undefined;
+      if (isNotFound(error)) {
+        loaded = null;
+        return undefined;
+      }
       throw new ConfigError('@opentelemetry/api is installed but could not be loaded', { cause: error });
     },
   );
@@ -70,7 +78,25 @@ function loadApi(): Promise<Api | undefined> {
  */
 export async function telemetry(): Promise<Instruments | undefined> {
   const api = await loadApi();
-  if (!api) return undefined;
+  return api ? instrumentsFrom(api) : undefined;
+}
+
+/**
+ * What {@link telemetry} resolves to, at once, once the API's import has settled (`null` before):
+ * a store opened after that is wrapped, or left alone, without waiting for a promise.
+ *
+ * @example
+ * ```ts
+ * const now = telemetryNow();
+ * if (now === null) await telemetry();
+ * ```
+ */
+export function telemetryNow(): Instruments | undefined | null {
+  if (loaded === undefined) return null;
+  return loaded === null ? undefined : instrumentsFrom(loaded);
+}
+
+function instrumentsFrom(api: Api): Instruments | undefined {
   const meter = api.metrics.getMeter(SCOPE);
   const delegate = (api.trace.getTracerProvider() as { getDelegate?: () => unknown }).getDelegate?.();
   // A fresh proxy's delegate is the API's no-op provider: the way to tell "no SDK" through the public API.

@@ -1,5 +1,5 @@
 import type { Attributes, Span } from '@opentelemetry/api';
-import { errorType, type Instruments, telemetry } from '../telemetry.js';
+import { errorType, type Instruments, telemetry, telemetryNow } from '../telemetry.js';
 import type { StoreOption } from './registry.js';
 import { isRequestScoped, type RequestScopedStorage, type Storage } from './storage.js';
 
@@ -22,21 +22,27 @@ const SYSTEMS: Record<string, string> = {
 /**
  * The storage as it is when telemetry is off (no `@opentelemetry/api`, or no SDK registered);
  * else the same storage with each call measured. Request-scoped storages (cookies) make no
- * store calls and are left as they are.
+ * store calls and are left as they are. Once the API's import has settled, a storage opened
+ * synchronously comes back synchronously, so a store in this process stays usable at once.
  *
  * @example
  * ```ts
- * const storage = await withTelemetry(await openStorage(url, options), url, options.namespace);
+ * const storage = await withTelemetry(openStorage(url, options), url, options.namespace);
  * ```
  */
-export async function withTelemetry<S extends Storage | RequestScopedStorage>(
-  storage: S,
+export function withTelemetry<S extends Storage | RequestScopedStorage>(
+  opened: S | Promise<S>,
   store: StoreOption,
   namespace: string,
-): Promise<S> {
-  if (isRequestScoped(storage)) return storage;
-  const instruments = await telemetry();
-  return instruments ? (instrumentStorage(storage, instruments, systemOf(store), namespace) as S) : storage;
+): S | Promise<S> {
+  const now = telemetryNow();
+  if (now === undefined) return opened;
+  const wrap = (storage: S, instruments: Instruments | undefined): S =>
+    instruments && !isRequestScoped(storage)
+      ? (instrumentStorage(storage, instruments, systemOf(store), namespace) as S)
+      : storage;
+  if (now !== null) return opened instanceof Promise ? opened.then((s) => wrap(s, now)) : wrap(opened, now);
+  return Promise.all([opened, telemetry()]).then(([storage, instruments]) => wrap(storage, instruments));
 }
 
 type Method = (...args: never[]) => unknown;
