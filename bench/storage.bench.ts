@@ -182,6 +182,13 @@ async function memoryPart(): Promise<void> {
         },
       },
       {
+        label: 'memory storage peek (synchronous, a copy)',
+        ops: per,
+        run: () => {
+          for (let i = 0; i < per; i++) sink.value = storage.peek?.(VISITOR, binAt(i));
+        },
+      },
+      {
         label: 'async Map.get (a promise, no copy)',
         ops: per,
         run: async () => {
@@ -240,12 +247,25 @@ async function memoryPart(): Promise<void> {
     ],
     { timeMs: 600 },
   );
-  const [get1, mapGet, asyncGet, jsonGet, get50, mapGet50, jsonGet50, set1, mapSet, jsonSet] = figures;
-  if (!get1 || !mapGet || !asyncGet || !jsonGet || !get50 || !mapGet50 || !jsonGet50 || !set1 || !mapSet || !jsonSet) {
+  const [get1, mapGet, peek, asyncGet, jsonGet, get50, mapGet50, jsonGet50, set1, mapSet, jsonSet] = figures;
+  if (
+    !get1 ||
+    !mapGet ||
+    !peek ||
+    !asyncGet ||
+    !jsonGet ||
+    !get50 ||
+    !mapGet50 ||
+    !jsonGet50 ||
+    !set1 ||
+    !mapSet ||
+    !jsonSet
+  ) {
     throw new Error('missing figures');
   }
   heading('memory storage (memoryStorage) against a Map');
   compare(get1, mapGet, { target: { atMost: 3 } });
+  compare(peek, mapGet);
   compare(get1, asyncGet);
   compare(get1, jsonGet);
   compare(get50, mapGet50, { by: 'rate' });

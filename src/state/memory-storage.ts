@@ -20,6 +20,8 @@ interface Held {
 interface Visitor {
   readonly bins: Map<string, Held>;
   bytes: number;
+  /** Read or written since the eviction last passed it: it gets a second chance. */
+  used: boolean;
 }
 
 /** Options of {@link memoryStorage}. */
@@ -47,7 +49,8 @@ const positive = (value: number | undefined, fallback: number, name: string): nu
 /**
  * Storage in this process's memory, bounded in bins (`maxEntries`) and in bytes
  * (`maxBytes`): when a write would pass either bound, the visitors least recently read or
- * written are dropped first, whole. Each bin is held once, as its data parsed from JSON, and
+ * written are dropped first, whole (as the CLOCK algorithm approximates it: a visitor used
+ * since the eviction last came by is passed over once). Each bin is held once, as its data parsed from JSON, and
  * every read hands out a fresh copy. Nothing is shared between processes and everything is
  * lost at restart, which suits one server and development.
  *
@@ -66,20 +69,16 @@ export function memoryStorage(options: MemoryStorageOptions | Partial<StorageOpt
   const maxEntries = positive(options.maxEntries, DEFAULT_MAX_ENTRIES, 'maxEntries');
   const maxBytes = positive(options.maxBytes, DEFAULT_MAX_BYTES, 'maxBytes');
   const now = options.now ?? Date.now;
-  // Least recently used first: a Map keeps insertion order, and a visitor used is moved to the end.
+  // Oldest first, as a Map keeps insertion order. A read only marks the visitor used; the
+  // eviction moves a used visitor to the end instead of dropping it (the CLOCK algorithm), so
+  // the least recently used go first without a reorder on every read.
   let visitors = new Map<string, Visitor>();
   let entries = 0;
   let bytes = 0;
-  // The visitor at the end already: the reads and writes of one request move it once.
-  let newest: string | undefined;
 
   const visitorOf = (visitorId: string): Visitor | undefined => {
     const visitor = visitors.get(visitorId);
-    if (visitor && newest !== visitorId) {
-      visitors.delete(visitorId);
-      visitors.set(visitorId, visitor);
-      newest = visitorId;
-    }
+    if (visitor) visitor.used = true;
     return visitor;
   };
 
@@ -87,7 +86,6 @@ export function memoryStorage(options: MemoryStorageOptions | Partial<StorageOpt
     visitors.delete(visitorId);
     entries -= visitor.bins.size;
     bytes -= visitor.bytes;
-    if (newest === visitorId) newest = undefined;
   };
 
   const remove = (visitorId: string, visitor: Visitor, bin: string) => {
@@ -111,9 +109,15 @@ export function memoryStorage(options: MemoryStorageOptions | Partial<StorageOpt
 
   /** Drops the least recently used visitors, then the writer's own oldest bins, until both bounds hold. */
   const makeRoom = (writer: string, keep: string) => {
+    // A visitor moved to the end comes round again in this same loop, unmarked: it ends.
     for (const [visitorId, visitor] of visitors) {
       if (entries <= maxEntries && bytes <= maxBytes) return;
-      if (visitorId !== writer) dropVisitor(visitorId, visitor);
+      if (visitorId === writer) continue;
+      if (visitor.used) {
+        visitor.used = false;
+        visitors.delete(visitorId);
+        visitors.set(visitorId, visitor);
+      } else dropVisitor(visitorId, visitor);
     }
     const own = visitors.get(writer);
     if (!own) return;
@@ -134,17 +138,14 @@ export function memoryStorage(options: MemoryStorageOptions | Partial<StorageOpt
     const held: Held = { data: JSON.parse(json), expires: now() + ttlMs, bytes: size };
     let visitor = visitorOf(visitorId);
     if (!visitor) {
-      visitor = { bins: new Map(), bytes: visitorId.length + VISITOR_OVERHEAD };
+      visitor = { bins: new Map(), bytes: visitorId.length + VISITOR_OVERHEAD, used: false };
       visitors.set(visitorId, visitor);
-      newest = visitorId;
       bytes += visitor.bytes;
     }
     const old = visitor.bins.get(bin);
     if (old) {
       visitor.bytes -= old.bytes;
       bytes -= old.bytes;
-      // Set again, it becomes the visitor's newest bin, the last its own bound would drop.
-      visitor.bins.delete(bin);
     } else entries++;
     visitor.bins.set(bin, held);
     visitor.bytes += size;
@@ -241,7 +242,6 @@ export function memoryStorage(options: MemoryStorageOptions | Partial<StorageOpt
       visitors = new Map();
       entries = 0;
       bytes = 0;
-      newest = undefined;
     },
   };
 }

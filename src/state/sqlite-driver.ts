@@ -27,19 +27,24 @@ interface NodeSqlite {
 
 type BetterSqlite = new (file: string) => SqliteDatabase;
 
+const NODE_SQLITE = 'node:sqlite';
+
 /**
  * `node:sqlite` where the runtime has it without a flag (Node 22.13 and later, Deno), found
- * through `process.getBuiltinModule` so that bundlers see no import and older runtimes no
- * syntax they lack; `undefined` elsewhere.
+ * through `process.getBuiltinModule` (which answers `undefined` for a module the runtime lacks
+ * or keeps behind a flag), else through an import where a runtime has no `getBuiltinModule`.
+ * The specifier is a variable so that bundlers for edge runtimes do not try to resolve it.
  */
-function builtInSqlite(): SqliteDriver | undefined {
+async function builtInSqlite(): Promise<SqliteDriver | undefined> {
   const getBuiltin = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
   let sqlite: NodeSqlite | undefined;
-  try {
-    sqlite = getBuiltin?.('node:sqlite') as NodeSqlite | undefined;
-  } catch {
-    // Node 22.5 to 22.12 know the module only behind --experimental-sqlite, and say so by throwing.
-    sqlite = undefined;
+  if (getBuiltin) sqlite = getBuiltin(NODE_SQLITE) as NodeSqlite | undefined;
+  else {
+    sqlite = await import(NODE_SQLITE).catch((error: unknown) => {
+      const code = (error as { code?: unknown }).code;
+      if (code === 'ERR_UNKNOWN_BUILTIN_MODULE' || code === 'ERR_MODULE_NOT_FOUND') return undefined;
+      throw error;
+    });
   }
   if (typeof sqlite?.DatabaseSync !== 'function') return undefined;
   const { DatabaseSync } = sqlite;
@@ -59,7 +64,7 @@ function builtInSqlite(): SqliteDriver | undefined {
  * ```
  */
 export async function sqliteDriver(store: URL | string): Promise<SqliteDriver> {
-  const builtIn = builtInSqlite();
+  const builtIn = await builtInSqlite();
   if (builtIn) return builtIn;
   const label = describeStore(store);
   // A specifier the bundlers of edge runtimes do not try to resolve: those runtimes never get here.

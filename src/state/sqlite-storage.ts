@@ -126,6 +126,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
 
   let connection: Connection | undefined = connect(driver, file, store, busyMs);
   let checkedAt = Date.now();
+  let closed = false;
 
   /**
    * The open connection, after making sure, at most once a second, that the path still
@@ -133,6 +134,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
    * so the check is not made on every call.
    */
   const current = (): Connection => {
+    if (closed) throw new StorageError(`store '${store}' is closed`);
     if (!connection) {
       // The last reopen failed (the folder is gone, say): try again, and fail this call if it still cannot.
       mkdirSync(dirname(file), { recursive: true });
@@ -151,6 +153,15 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
     );
     const old = connection;
     connection = undefined;
+    // The -wal file at the path still holds this handle's last writes, and SQLite would replay
+    // them onto whatever file is now at the path: move them into the old file and empty it first.
+    try {
+      old.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+    } catch (error) {
+      options.report(
+        new StorageError(`store '${store}': cannot empty the write-ahead log of the old file`, { cause: error }),
+      );
+    }
     old.db.close();
     return current();
   };
@@ -242,6 +253,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
     },
 
     async close() {
+      closed = true;
       connection?.db.close();
       connection = undefined;
     },

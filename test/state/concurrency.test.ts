@@ -38,10 +38,15 @@ interface Writer {
 }
 
 async function startWriter(store: string, visitorId: string, prefix: string): Promise<Writer> {
-  const child = spawn(process.execPath, ['--import', 'tsx', writer, store, visitorId, prefix, String(BINS)], {
-    cwd: root,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  // Node 22 warns once that node:sqlite is experimental; stderr is read for real failures.
+  const child = spawn(
+    process.execPath,
+    ['--disable-warning=ExperimentalWarning', '--import', 'tsx', writer, store, visitorId, prefix, String(BINS)],
+    {
+      cwd: root,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   const stderr: string[] = [];
   child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
   const exit = once(child, 'exit').then(([code]) => code as number | null);

@@ -208,5 +208,5 @@ describe('memory store through createVisitorState', () => {
     expect(await (await returning(firstCookie)).cache.get('mymod:blob')).toBeUndefined();
     expect(await (await returning(lastCookie)).cache.get('mymod:blob')).toMatchObject({ i: VISITORS - 1 });
     await visitors.close();
-  }, 120_000);
+  }, 180_000);
 });
