@@ -11,6 +11,15 @@ const problems = [];
 
 for (const [entry, target] of Object.entries(pkg.exports)) {
   const paths = typeof target === 'string' ? [target] : Object.values(target);
+  // `default`, not `import`: require() of ES modules (Node 20.19+, 22.12+) looks for `require` or `default`.
+  // `types` first, since TypeScript takes the first condition it knows.
+  if (typeof target !== 'string') {
+    const conditions = Object.keys(target);
+    if (!conditions.includes('default'))
+      problems.push(`export '${entry}' has no 'default' condition, so require() fails`);
+    if (conditions.includes('types') && conditions[0] !== 'types')
+      problems.push(`export '${entry}' lists 'types' after ${conditions[0]}`);
+  }
   for (const path of paths)
     if (!files.has(path.replace(/^\.\//, '')))
       problems.push(`export '${entry}' points at ${path}, which is not packed`);

@@ -1,3 +1,4 @@
+export type { LazyVisitor } from './adapters/lazy.js';
 export { createKeyRing, type KeyPurpose, type KeyRing, randomId } from './crypto.js';
 export type { Duration } from './duration.js';
 export {

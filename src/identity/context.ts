@@ -1,4 +1,4 @@
-import { parse as parseCookies } from 'cookie';
+import { parseCookie as parseCookies } from 'cookie';
 import type { KeyRing } from '../crypto.js';
 import type { RequestView, ResponseView } from '../http.js';
 import type { StorageRequest } from '../state/storage.js';

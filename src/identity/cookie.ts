@@ -1,9 +1,13 @@
-import { serialize } from 'cookie';
+import { type SerializeOptions, stringifySetCookie } from 'cookie';
 import { type KeyRing, perKeyRing } from '../crypto.js';
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, CookieError } from '../errors.js';
 import { type RecentMap, recentMap } from '../recent-map.js';
 import type { Identity, Resolver, ResolverContext } from './types.js';
+
+// The object form: cookie 2 dropped `serialize` and the (name, value, options) call.
+const serialize = (name: string, value: string, options: SerializeOptions) =>
+  stringifySetCookie({ ...options, name, value });
 
 /** Options of {@link cookieResolver}. */
 export interface CookieResolverOptions {

@@ -1,4 +1,4 @@
-import { type SerializeOptions, serialize } from 'cookie';
+import { type SerializeOptions, stringifySetCookie } from 'cookie';
 import { BinError, ConfigError, CookieError } from '../errors.js';
 import type { ResponseView } from '../http.js';
 import { checkBudget, DEFAULT_BUDGET, type HeaderLimited, VISITOR_COOKIE_BYTES } from './cookie-budget.js';
@@ -14,6 +14,10 @@ import {
   unitsFrom,
 } from './cookie-layout.js';
 import type { RequestScopedStorage, Storage, StorageRequest, StoredBin } from './storage.js';
+
+// The object form: cookie 2 dropped `serialize` and the (name, value, options) call.
+const serialize = (name: string, value: string, options: SerializeOptions) =>
+  stringifySetCookie({ ...options, name, value });
 
 /** Options of {@link cookieStorage}. */
 export interface CookieStorageOptions {

@@ -1,7 +1,7 @@
 import { StorageError } from '../errors.js';
 import type { Storage, StorageOptions } from './storage.js';
 
-/** The part of a Keyv 5 instance this storage uses. */
+/** The part of a Keyv 5 or 6 instance this storage uses. */
 export interface KeyvLike {
   get(key: string): Promise<unknown>;
   set(key: string, value: unknown, ttl?: number): Promise<boolean>;
@@ -14,7 +14,7 @@ export interface KeyvLike {
 const parsed = (value: unknown): unknown => (typeof value === 'string' ? JSON.parse(value) : undefined);
 
 /**
- * Storage over a Keyv 5 instance the application made (any Keyv adapter). Keys are
+ * Storage over a Keyv 5 or 6 instance the application made (any Keyv adapter). Keys are
  * `${visitorId}:${bin}` inside the instance's own namespace; the data is stored as JSON
  * text, so what comes back is a fresh copy whatever the adapter does.
  *

@@ -7,8 +7,8 @@ import { redisStorage } from './redis-storage.js';
 import { sqliteStorage } from './sqlite-storage.js';
 import type { RequestScopedStorage, Storage, StorageFactory, StorageOptions } from './storage.js';
 
-/** A Keyv 5 instance, told apart from a storage by its `opts`. */
-export type KeyvInstance = KeyvLike & { readonly opts: unknown };
+/** A Keyv 5 or 6 instance, told apart from a storage by its `store` and `hooks` (Keyv 6 has no `opts`). */
+export type KeyvInstance = KeyvLike & { readonly store: unknown; readonly hooks: unknown };
 
 /** What the `store` option takes. */
 export type StoreOption = string | Storage | RequestScopedStorage | KeyvInstance;
@@ -46,16 +46,21 @@ export function registerStorage(scheme: string, factory: StorageFactory): void {
 }
 
 const isKeyv = (store: object): store is KeyvInstance =>
-  'opts' in store && typeof (store as { on?: unknown }).on === 'function';
+  'store' in store && 'hooks' in store && typeof (store as { on?: unknown }).on === 'function';
 
-/** Opens what the `store` option names; the URL's password never appears in an error. */
-export async function openStorage(
-  store: StoreOption,
-  options: StorageOptions,
-): Promise<Storage | RequestScopedStorage> {
-  if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
-  // Several cluster seeds (redis://h1:7000,h2:7001/) are not one URL's host: the Redis factory parses them.
-  if (/^(rediss?|redis-sentinel):\/\/[^/?#]*,/i.test(store)) return redisStorage(store, options);
+/**
+ * The factory a store URL names, found without opening anything, so that a malformed URL or
+ * an unknown scheme is a {@link ConfigError} at construction rather than at first use.
+ * Several cluster seeds (redis://h1:7000,h2:7001/) are not one URL's host: the Redis factory
+ * parses them, and they get `undefined` here.
+ *
+ * @example
+ * ```ts
+ * storeFactory('bogus://x'); // throws ConfigError: unknown store scheme 'bogus:'; …
+ * ```
+ */
+export function storeFactory(store: string): { factory: StorageFactory; url: URL } | undefined {
+  if (/^(rediss?|redis-sentinel):\/\/[^/?#]*,/i.test(store)) return undefined;
   let url: URL;
   try {
     url = new URL(store);
@@ -74,5 +79,16 @@ export async function openStorage(
       `unknown store scheme '${scheme}:'; use one of ${known}, or registerStorage('${scheme}', factory) first`,
     );
   }
-  return factory(url, options);
+  return { factory, url };
+}
+
+/** Opens what the `store` option names; the URL's password never appears in an error. */
+export async function openStorage(
+  store: StoreOption,
+  options: StorageOptions,
+): Promise<Storage | RequestScopedStorage> {
+  if (typeof store !== 'string') return isKeyv(store) ? keyvStorage(store, options) : store;
+  const named = storeFactory(store);
+  if (!named) return redisStorage(store, options);
+  return named.factory(named.url, options);
 }

@@ -2,7 +2,7 @@ import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import { asText, type GuardedStorage, guardStorage } from './guard.js';
 import { describeStore } from './load-peer.js';
-import { openStorage, type StoreOption } from './registry.js';
+import { openStorage, type StoreOption, storeFactory } from './registry.js';
 import {
   isRequestScoped,
   type RequestScopedStorage,
@@ -78,6 +78,7 @@ export function createRouter(options: RouterOptions): Router {
     const existing = byKey.get(store);
     if (existing) return existing;
     const label = `store ${describe(store)}`;
+    if (typeof store === 'string') storeFactory(store); // a bad URL or scheme throws here, at construction
     const opened = Promise.resolve().then(() => openStorage(store, options.storageOptions));
     opened.catch(() => {}); // reported on use and by ready(); never an unhandled rejection
     let guarded: GuardedStorage | undefined;

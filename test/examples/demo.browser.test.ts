@@ -202,6 +202,70 @@ describe.skipIf(!chromiumThere)('the demo in headless Chromium', { timeout: 60_0
     });
   });
 
+  it('puts a second browser that logs in as the same user on the same visitor and its choices', async () => {
+    const laptop = await newPage();
+    const phone = await newPage();
+    let laptopId = '';
+    await screenshotOnFailure(laptop.page, dir, 'same-user-laptop', async () => {
+      await laptop.page.goto(demo.url);
+      await chooseCity(laptop.page, 'Lisbon');
+      await chooseTheme(laptop.page, 'dark');
+      await logIn(laptop.page, 'Margaret');
+      laptopId = (await shown(laptop.page)).id;
+    });
+    await screenshotOnFailure(phone.page, dir, 'same-user-phone', async () => {
+      await phone.page.goto(demo.url);
+      const before = await shown(phone.page);
+      expect(before).toMatchObject({ source: 'new', city: 'not chosen yet', theme: 'not chosen yet' });
+      expect(before.id).not.toBe(laptopId);
+
+      await logIn(phone.page, 'Margaret');
+      expect(await shown(phone.page)).toMatchObject({
+        id: laptopId,
+        user: 'Margaret',
+        city: 'Lisbon, Portugal',
+        theme: 'dark',
+        background: DARK_BACKGROUND,
+      });
+      // One visitor: a choice made on the phone is the laptop's too.
+      await chooseCity(phone.page, 'Osaka');
+    });
+    await laptop.page.reload();
+    expect(await shown(laptop.page)).toMatchObject({ id: laptopId, city: 'Osaka, Japan', theme: 'dark' });
+  });
+
+  it('answers a wrong address, a refused form, a body over 2 kB and GET /login with pages that say so', async () => {
+    const { context, page } = await newPage();
+    await screenshotOnFailure(page, dir, 'error-pages', async () => {
+      const missing = await page.goto(new URL('/no/such/page', demo.url).href);
+      expect(missing?.status()).toBe(404);
+      expect(await page.locator('#title').textContent()).toBe('Not found');
+
+      const login = await page.goto(new URL('/login', demo.url).href);
+      expect(login?.status()).toBe(200);
+      await logIn(page, 'Barbara');
+      expect(page.url()).toBe(new URL('/', demo.url).href);
+      expect((await shown(page)).user).toBe('Barbara');
+
+      const post = (form: Record<string, string>, path = '/choices') =>
+        context.request.post(new URL(path, demo.url).href, { form, maxRedirects: 0 });
+      const city = await post({ city: 'Atlantis' });
+      expect(city.status()).toBe(400);
+      expect(await city.text()).toContain('That city is not on the list');
+      const name = await post({ name: '' }, '/login');
+      expect(name.status()).toBe(400);
+      expect(await name.text()).toContain('A name is 1 to 40 characters');
+
+      const large = await post({ name: 'x'.repeat(3_000) }, '/login');
+      expect(large.status()).toBe(413);
+      const body = await large.text();
+      expect(body).toContain('more than the 2 kB the demo takes');
+      // No stack trace, no path of the server's files.
+      expect(body).not.toMatch(/\bat \S+ \(|node_modules|\/examples\/|PayloadTooLargeError/);
+      expect(body).not.toContain(ROOT);
+    });
+  });
+
   it('gives a new visitor once the browser clears its cookies', async () => {
     const { context, page } = await newPage();
     await screenshotOnFailure(page, dir, 'cleared-cookies', async () => {
