@@ -18,6 +18,7 @@ import { recentMap } from './recent-map.js';
 import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter } from './state/router.js';
+import { countResolution } from './telemetry.js';
 import {
   createVisitor,
   holdsState,
@@ -303,6 +304,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
         }
       }
     }
+    countResolution(resolution.source);
     return createVisitor(resolution, env, ctx, response, ctx);
   };
 

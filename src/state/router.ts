@@ -1,6 +1,7 @@
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import { asText, type GuardedStorage, guardStorage } from './guard.js';
+import { withTelemetry } from './instrumented-storage.js';
 import { describeStore } from './load-peer.js';
 import { openStorage, type StoreOption, storeFactory } from './registry.js';
 import {
@@ -79,7 +80,9 @@ export function createRouter(options: RouterOptions): Router {
     if (existing) return existing;
     const label = `store ${describe(store)}`;
     if (typeof store === 'string') storeFactory(store); // a bad URL or scheme throws here, at construction
-    const opened = Promise.resolve().then(() => openStorage(store, options.storageOptions));
+    const opened = Promise.resolve().then(() =>
+      withTelemetry(openStorage(store, options.storageOptions), store, options.storageOptions.namespace),
+    );
     opened.catch(() => {}); // reported on use and by ready(); never an unhandled rejection
     let guarded: GuardedStorage | undefined;
     const handle: StoreHandle & { plain: GuardedStorage | undefined } = {
