@@ -19,6 +19,7 @@ import type { Routed } from './state/cache.js';
 import type { StoreOption } from './state/registry.js';
 import { type BinRule, createRouter, type StoreHandle } from './state/router.js';
 import type { RequestScopedStorage, Storage } from './state/storage.js';
+import { countResolution } from './telemetry.js';
 import {
   createVisitor,
   holdsState,
@@ -366,6 +367,7 @@ export function createVisitorState(options: VisitorStateOptions = {}): VisitorSt
         }
       }
     }
+    countResolution(resolution.source);
     return createVisitor(resolution, env, ctx, response, ctx);
   };
 

@@ -2,6 +2,7 @@ import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import type { ListedBin } from './capabilities.js';
 import { type GuardedStorage, guardStorage } from './guard.js';
+import { withTelemetry } from './instrumented-storage.js';
 import { describeStore } from './load-peer.js';
 import { isKeyv, openStorage, type StoreOption, storeFactory } from './registry.js';
 import {
@@ -108,7 +109,7 @@ export function createRouter(options: RouterOptions): Router {
     let settled: Opened | undefined;
     let opened: Promise<Opened>;
     try {
-      const made = openStorage(store, options.storageOptions);
+      const made = withTelemetry(openStorage(store, options.storageOptions), store, options.storageOptions.namespace);
       if (made instanceof Promise) opened = made;
       else {
         settled = made;
