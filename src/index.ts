@@ -20,7 +20,7 @@ export { type FingerprintOptions, fingerprintResolver } from './identity/fingerp
 export type { Confidence, Identity, Resolver, ResolverContext } from './identity/types.js';
 export { type Bin, type BinCache, type BinRef, bin, type ManyData, type SetOptions } from './state/cache.js';
 export { type CookieStorageOptions, cookieStorage } from './state/cookie-storage.js';
-export { memoryStorage } from './state/memory-storage.js';
+export { type MemoryStorageOptions, memoryStorage } from './state/memory-storage.js';
 export { type KeyvInstance, registerStorage, type StoreOption } from './state/registry.js';
 export type { BinRule } from './state/router.js';
 export type {
