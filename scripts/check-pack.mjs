@@ -25,7 +25,7 @@ for (const [entry, target] of Object.entries(pkg.exports)) {
       problems.push(`export '${entry}' points at ${path}, which is not packed`);
 }
 // The contract suite for storage authors ships as visitor-state/testing.
-if (pkg.exports['./testing']?.import !== './dist/testing.js') problems.push("export './testing' is missing");
+if (pkg.exports['./testing']?.default !== './dist/testing.js') problems.push("export './testing' is missing");
 for (const required of ['package.json', 'README.md', 'LICENSE'])
   if (!files.has(required)) problems.push(`${required} is not packed`);
 for (const file of files) {
