@@ -35,6 +35,9 @@ export function withTelemetry<S extends Storage | RequestScopedStorage>(
   store: StoreOption,
   namespace: string,
 ): S | Promise<S> {
+  // A request-scoped store (cookies) is never measured: hand it back as it came, at once, so the
+  // router knows at construction that it is one (cacheCookies, ready()).
+  if (!(opened instanceof Promise) && isRequestScoped(opened)) return opened;
   const now = telemetryNow();
   if (now === undefined) return opened;
   const wrap = (storage: S, instruments: Instruments | undefined): S =>
