@@ -1,5 +1,4 @@
-import { mkdirSync, type Stats, statSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ConfigError, StorageError } from '../errors.js';
 import { describeStore } from './load-peer.js';
@@ -110,6 +109,9 @@ type Row = Record<string, unknown>;
  * ```
  */
 export async function sqliteStorage(url: URL, options: StorageOptions): Promise<Storage> {
+  // Loaded here, not imported by the module: a bundle for a runtime without a file system
+  // (Cloudflare Workers) carries this module, and a static import of node:fs stops it loading.
+  const { mkdirSync, promises, statSync } = await import('node:fs');
   const driver = await sqliteDriver(url);
   const file = fileOf(url);
   const store = describeStore(url);
@@ -118,13 +120,13 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
 
   if (file !== ':memory:') {
     try {
-      await mkdir(dirname(file), { recursive: true });
+      await promises.mkdir(dirname(file), { recursive: true });
     } catch (error) {
       throw new ConfigError(`store '${store}': cannot create the folder of ${file}; check the path`, { cause: error });
     }
   }
 
-  let connection: Connection | undefined = connect(driver, file, store, busyMs);
+  let connection: Connection | undefined = connect(driver, file, store, busyMs, statSync);
   let checkedAt = Date.now();
   let closed = false;
 
@@ -138,7 +140,7 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
     if (!connection) {
       // The last reopen failed (the folder is gone, say): try again, and fail this call if it still cannot.
       mkdirSync(dirname(file), { recursive: true });
-      connection = connect(driver, file, store, busyMs);
+      connection = connect(driver, file, store, busyMs, statSync);
       checkedAt = Date.now();
       return connection;
     }
@@ -261,7 +263,13 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
 }
 
 /** Opens the file, sets it up and prepares every statement; a {@link ConfigError} when it cannot. */
-function connect(driver: SqliteDriver, file: string, store: string, busyMs: number): Connection {
+function connect(
+  driver: SqliteDriver,
+  file: string,
+  store: string,
+  busyMs: number,
+  statSync: typeof import('node:fs').statSync,
+): Connection {
   let db: SqliteDatabase;
   try {
     db = driver.open(file);
