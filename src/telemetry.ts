@@ -38,7 +38,12 @@ let active: Instruments | undefined;
 
 const isNotFound = (error: unknown) => {
   const code = (error as { code?: unknown } | undefined)?.code;
-  return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND';
+  return (
+    code === 'ERR_MODULE_NOT_FOUND' ||
+    code === 'MODULE_NOT_FOUND' ||
+    // workerd, for a module that is not in the Worker's bundle
+    (error instanceof Error && error.message.startsWith('No such module'))
+  );
 };
 
 /**
