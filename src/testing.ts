@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomId } from './crypto.js';
 import { ConfigError } from './errors.js';
 import type { RequestView, ResponseView } from './http.js';
-import type { Capability, Storage } from './state/storage.js';
+import { CAPABILITIES, type Capability, type Storage } from './state/storage.js';
 import type { Visitor } from './visitor.js';
 import { createVisitorState } from './visitor-state.js';
 
@@ -24,17 +24,6 @@ export interface StorageContractOptions {
   cleanup?: (storage: Storage) => Promise<void>;
 }
 
-const ALL: readonly Capability[] = [
-  'getMany',
-  'add',
-  'update',
-  'bins',
-  'entries',
-  'visitors',
-  'sweep',
-  'peek',
-  'close',
-];
 const MINUTE = 60_000;
 const SECRET = 'storage-contract-secret-0123456789abcdef';
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -113,7 +102,7 @@ export function storageContract(name: string, makeStorage: MakeStorage, options:
     });
 
     it('has exactly the optional methods it declares', () => {
-      for (const capability of ALL) {
+      for (const capability of CAPABILITIES) {
         expect(typeof storage[capability], capability).toBe(has(capability) ? 'function' : 'undefined');
       }
     });

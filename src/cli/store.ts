@@ -2,7 +2,7 @@ import { toMs } from '../duration.js';
 import { ConfigError, StorageError, VisitorStateError } from '../errors.js';
 import { describeStore } from '../state/load-peer.js';
 import { openStorage } from '../state/registry.js';
-import { type Capability, isRequestScoped, type Storage } from '../state/storage.js';
+import { type Capability, isRequestScoped, STORAGE_METHODS, type Storage } from '../state/storage.js';
 import { UsageError } from './usage.js';
 
 /** A store opened for one command: every call bounded by the timeout. */
@@ -40,19 +40,8 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-const METHODS = [
-  'get',
-  'set',
-  'delete',
-  'getMany',
-  'add',
-  'update',
-  'bins',
-  'entries',
-  'visitors',
-  'sweep',
-  'peek',
-] as const satisfies readonly (keyof Storage)[];
+/** Every call the command line bounds by its timeout (`close` ends it, so it is left alone). */
+const METHODS = STORAGE_METHODS.filter((method) => method !== 'close');
 
 /** Opens the store a URL names through the library's registry, as the application does. */
 export async function openCliStore(url: string, namespace: string, timeoutMs: number): Promise<CliStore> {

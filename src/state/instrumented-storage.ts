@@ -1,7 +1,7 @@
 import type { Attributes, Span } from '@opentelemetry/api';
 import { errorType, type Instruments, telemetry, telemetryNow } from '../telemetry.js';
 import type { StoreOption } from './registry.js';
-import { isRequestScoped, type RequestScopedStorage, type Storage } from './storage.js';
+import { isRequestScoped, type RequestScopedStorage, STORAGE_METHODS, type Storage } from './storage.js';
 
 /** `db.system.name` of a store: the semantic conventions' name where there is one. */
 export function systemOf(store: StoreOption): string {
@@ -114,7 +114,7 @@ export function instrumentStorage(storage: Storage, t: Instruments, system: stri
   // The contract's methods by name, so a storage made by a class is wrapped too. What is not in the
   // contract (a built-in store's private fast paths) stays behind: every call passes through here.
   const wrapped: Record<string, Method> = {};
-  for (const operation of OPERATIONS) {
+  for (const operation of STORAGE_METHODS) {
     const method = storage[operation];
     if (typeof method !== 'function') continue;
     const call = method as (...args: unknown[]) => unknown;
@@ -159,20 +159,5 @@ export function instrumentStorage(storage: Storage, t: Instruments, system: stri
   }
   return wrapped as unknown as Storage;
 }
-
-const OPERATIONS = [
-  'get',
-  'set',
-  'delete',
-  'getMany',
-  'add',
-  'update',
-  'bins',
-  'entries',
-  'visitors',
-  'sweep',
-  'peek',
-  'close',
-] as const satisfies readonly (keyof Storage)[];
 
 const isRecord = (bin: unknown): boolean => typeof bin === 'string' && bin.startsWith('@');

@@ -103,6 +103,22 @@ export interface VisitorPage {
 /** The optional methods of {@link Storage}, by name: what a storage can do beyond the three required ones. */
 export type Capability = Exclude<keyof Storage, 'get' | 'set' | 'delete'>;
 
+/** Every optional method of {@link Storage}, in the order its table lists them. */
+export const CAPABILITIES: readonly Capability[] = [
+  'getMany',
+  'add',
+  'update',
+  'bins',
+  'entries',
+  'visitors',
+  'sweep',
+  'peek',
+  'close',
+];
+
+/** Every method of {@link Storage}: the three required ones, then the capabilities. */
+export const STORAGE_METHODS: readonly (keyof Storage)[] = ['get', 'set', 'delete', ...CAPABILITIES];
+
 /** What a request-scoped storage gets for one request. */
 export interface StorageRequest {
   readonly cookies: Readonly<Record<string, string | undefined>>;
