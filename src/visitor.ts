@@ -130,8 +130,25 @@ async function linksOf(links: BinStore, visitorId: string): Promise<string[]> {
  * ```
  */
 export async function unlinkUser(links: BinStore, key: string): Promise<void> {
-  const visitorId = await links.get(key, LINK);
-  await links.delete(key, LINK);
+  // One atomic read-and-delete, so a login that moves the link meanwhile loses neither record's
+  // match: the back-reference removed is the one under the visitor the link named when it went.
+  let visitorId: unknown;
+  try {
+    await links.update(
+      key,
+      LINK,
+      (current) => {
+        visitorId = current;
+        return undefined;
+      },
+      1,
+    );
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    // A store without update: read, then delete. A back-reference left behind is never followed.
+    visitorId = await links.get(key, LINK);
+    await links.delete(key, LINK);
+  }
   if (typeof visitorId === 'string') await links.delete(visitorId, BACK_REF + key);
 }
 
@@ -285,40 +302,40 @@ function markOnce(router: Router, sharedId: string, ttlMs: number, now: () => nu
   };
 }
 
-const READS = new Set<PropertyKey>(['get', 'getMany']);
-
 /**
  * A bin cache whose writes also go to a second cache (`copy`: the shared ID of a first visit
- * behind a fingerprint that holds no state yet) and mark the shared ID as holding state. Only
- * fingerprint-resolved requests get one. A Proxy, so that every write method of the cache is
- * covered, reads are passed through untouched.
+ * behind a fingerprint that holds no state yet) and then mark the shared ID as holding state.
+ * Only fingerprint-resolved requests get one; reads go to `cache` alone.
  */
 function writingShared(cache: BinCache, copy: BinCache | undefined, mark: () => Promise<void>): BinCache {
-  return new Proxy(cache, {
-    get(target, name) {
-      const value: unknown = Reflect.get(target, name, target);
-      if (typeof value !== 'function') return value;
-      if (READS.has(name)) return value.bind(target);
-      return async (...args: unknown[]) => {
-        const other = copy === undefined ? undefined : (Reflect.get(copy, name, copy) as (...a: unknown[]) => unknown);
-        const [result] = await Promise.all([value.apply(target, args), other?.apply(copy, args)]);
-        if (name !== 'delete') await mark();
-        return result;
-      };
+  const marked = async <R>(written: Promise<R>, copied: Promise<unknown> | undefined): Promise<R> => {
+    const [result] = await Promise.all([written, copied]);
+    await mark();
+    return result;
+  };
+  return {
+    get: (bin) => cache.get(bin),
+    getMany: (bins) => cache.getMany(bins),
+    set: (bin, data, options) => marked(cache.set(bin, data, options), copy?.set(bin, data, options)),
+    update: (bin, fn, options) => marked(cache.update(bin, fn, options), copy?.update(bin, fn, options)),
+    // A delete marks nothing: it stores nothing under the shared ID.
+    async delete(bin) {
+      const [result] = await Promise.all([cache.delete(bin), copy?.delete(bin)]);
+      return result;
     },
-  });
+  };
 }
 
 /** A bin cache that reads as usual and rejects every write with a CookieError saying why. */
 function refusingWrites(cache: BinCache, why: string): BinCache {
-  return new Proxy(cache, {
-    get(target, name) {
-      const value: unknown = Reflect.get(target, name, target);
-      if (typeof value !== 'function') return value;
-      if (READS.has(name)) return value.bind(target);
-      return () => Promise.reject(new CookieError(why));
-    },
-  });
+  const refuse = () => Promise.reject(new CookieError(why));
+  return {
+    get: (bin) => cache.get(bin),
+    getMany: (bins) => cache.getMany(bins),
+    set: refuse,
+    update: refuse,
+    delete: refuse,
+  };
 }
 
 export function createVisitor(

@@ -174,13 +174,16 @@ describe('link across devices', () => {
   });
 
   it('forgets a link with unlink(), for an account deletion', async () => {
-    const { call, visitors } = await app(memoryStorage());
+    const storage = memoryStorage();
+    const { call, visitors } = await app(storage);
     const deviceA = createCookieJar();
     const a = await call(deviceA, '/get?bin=x');
     await call(deviceA, '/login', 'ada');
     expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).toBe(a.id);
     await visitors.unlink('ada');
     expect((await call(createCookieJar(), '/get?bin=x', 'ada')).id).not.toBe(a.id);
+    // Nothing of the link stays under the visitor either.
+    expect((await storage.bins?.(a.id))?.filter((name) => name.startsWith('@link'))).toEqual([]);
   });
 });
 
