@@ -157,6 +157,55 @@ describe('SQLite file under a running process', () => {
     await storage.close?.();
   });
 
+  it('writes to the new file at the path right after the file is deleted, without waiting', async () => {
+    const file = join(dir, 'deleted-at-once.sqlite');
+    const { storage, reported, options } = await open(file);
+    const visitor = randomId();
+    await storage.set(visitor, 'theme', 'old file', MINUTE);
+    await storage.set(visitor, 'count', 10, MINUTE);
+    // Each write follows its delete at once, within the second in which reads still trust the open file.
+    await unlink(file);
+    await storage.set(visitor, 'geo', 'set', MINUTE);
+    await unlink(file);
+    // The old file still holds an unexpired theme: only in the new file does add take the bin.
+    expect(await storage.add?.(visitor, 'theme', 'added', MINUTE)).toBe(true);
+    await unlink(file);
+    // The old file's count would make 11.
+    expect(await storage.update?.(visitor, 'count', (n) => ((n as number | undefined) ?? 0) + 1, MINUTE)).toBe(1);
+    expect((reported as Error[]).map((error) => error.message)).toEqual(
+      Array.from({ length: 3 }, () => expect.stringContaining('deleted')),
+    );
+    // A second server opening the path sees the last write.
+    const fresh = await sqliteStorage(new URL(`sqlite://${file}`), options);
+    expect(await fresh.getMany?.(visitor, ['count', 'theme', 'geo'])).toEqual([1, undefined, undefined]);
+    await fresh.close?.();
+    await storage.close?.();
+  });
+
+  it('deletes and sweeps in the file put at the path right after it is replaced, without waiting', async () => {
+    let at = 1_900_000_000_000;
+    const file = join(dir, 'replaced-at-once.sqlite');
+    const { storage, reported, options } = await open(file, { now: () => at });
+    const visitor = randomId();
+    await storage.set(visitor, 'geo', 'original', MINUTE);
+    const restored = join(dir, 'restored-at-once.sqlite');
+    const other = await sqliteStorage(new URL(`sqlite://${restored}`), options);
+    await other.set(visitor, 'geo', 'restored', MINUTE);
+    await other.set(visitor, 'stale', 'restored', 1_000);
+    await other.close?.();
+    at += 1_000;
+    await rename(restored, file);
+    await storage.delete(visitor, 'geo');
+    // The restored file's expired bin; the original file has none.
+    expect(await storage.sweep?.()).toBe(1);
+    expect((reported as Error[]).map((error) => error.message)).toEqual([expect.stringContaining('replaced')]);
+    const fresh = await sqliteStorage(new URL(`sqlite://${file}`), options);
+    expect(await fresh.get(visitor, 'geo')).toBeUndefined();
+    expect(await fresh.sweep?.()).toBe(0);
+    await fresh.close?.();
+    await storage.close?.();
+  });
+
   it('reports a file replaced under it and goes on with the new file', async () => {
     const file = join(dir, 'replaced.sqlite');
     const { storage, reported, options } = await open(file);
