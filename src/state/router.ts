@@ -1,6 +1,7 @@
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import type { ListedBin } from './capabilities.js';
+import { isCookieStorage } from './cookie-storage.js';
 import { type GuardedStorage, guardStorage } from './guard.js';
 import { withTelemetry } from './instrumented-storage.js';
 import { describeStore } from './load-peer.js';
@@ -172,7 +173,9 @@ export function createRouter(options: RouterOptions): Router {
     const storage = await handle.opened.catch(() => undefined);
     if (storage && isRequestScoped(storage)) {
       if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
-      return guardStorage(storage.bind(request), {
+      // A cookie store reports through onError chunks that went out where browsers drop them.
+      const bound = isCookieStorage(storage) ? storage.bind(request, options.onError) : storage.bind(request);
+      return guardStorage(bound, {
         label: handle.label,
         timeoutMs: undefined,
         onError: options.onError,
