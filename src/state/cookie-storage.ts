@@ -57,8 +57,17 @@ export interface CookieStorageOptions {
   secure?: boolean | 'auto';
 }
 
-/** The cookie storage bound to one request, with every per-request capability. */
-export type CookieBinding = Storage & Required<Pick<Storage, 'getMany' | 'add' | 'update' | 'bins' | 'entries'>>;
+/** The cookie storage bound to one request: every per-request capability, and {@link CookieBinding.clear}. */
+export type CookieBinding = Storage &
+  Required<Pick<Storage, 'getMany' | 'add' | 'update' | 'bins' | 'entries'>> & {
+    /**
+     * Clears (`Max-Age=0`) every chunk cookie of this store that the request carries or this
+     * response sets, whichever visitor ID its bins are under and whether it opens or not (forged,
+     * from another secret, from an earlier version): `forget()` calls it, so the browser keeps none.
+     * Throws a `CookieError`, as a write does, when the response is missing or its headers were sent.
+     */
+    clear(): void;
+  };
 
 /** The sealed cookie storage: a request-scoped storage whose bound form has every per-request capability. */
 export interface CookieStorage extends RequestScopedStorage {
@@ -75,7 +84,7 @@ export interface CookieStorage extends RequestScopedStorage {
   bind(request: StorageRequest, onError?: ErrorHook): CookieBinding;
 }
 
-/** Whether a store is the sealed cookie storage, whose binding takes an `onError`. */
+/** Whether a store is the sealed cookie storage, whose binding can clear every chunk it may have written. */
 export const isCookieStorage = (storage: Storage | RequestScopedStorage | undefined): storage is CookieStorage =>
   (storage as Partial<CookieStorage> | undefined)?.kind === 'cookie-storage';
 
@@ -243,16 +252,20 @@ function bindStorage(request: StorageRequest, settings: Settings, onError: Error
     response.setCookie(`${name}.${i}`, `${name}.${i}=${value}; Max-Age=${maxAge}${tail}`);
   };
 
-  /** Lays out `live` over the chunks and writes the ones that changed; `bin` names the set that a budget overrun rejects. */
-  const commit = (live: Map<string, Entry>, bin: string | undefined): void => {
-    const state = loaded as Loaded;
+  /** The response, while it can still take cookies; `late` says what to do instead of writing after its headers. */
+  const writable = (late: string): ResponseView => {
     const response = request.response;
     if (!response) {
       throw new CookieError('cookie storage cannot write without a response: bind it with the response of the request');
     }
-    if (response.headersSent) {
-      throw new CookieError('set after the response headers were sent: call set before writing the body');
-    }
+    if (response.headersSent) throw new CookieError(late);
+    return response;
+  };
+
+  /** Lays out `live` over the chunks and writes the ones that changed; `bin` names the set that a budget overrun rejects. */
+  const commit = (live: Map<string, Entry>, bin: string | undefined): void => {
+    const state = loaded as Loaded;
+    const response = writable('set after the response headers were sent: call set before writing the body');
     const now = request.now();
     const seal = (entries: Iterable<Entry>) => request.keys.seal(purpose, payloadOf(entries, Math.floor(now)));
     const next = plan(state.units, live, geometry, seal);
@@ -281,6 +294,16 @@ function bindStorage(request: StorageRequest, settings: Settings, onError: Error
       const issue = settings.insecureIssue(request);
       if (issue) onError(issue);
     }
+  };
+
+  const clear = (): void => {
+    const state = load();
+    if (state.held.size === 0) return;
+    const response = writable(
+      'the cookie storage cannot clear its cookies after the response headers were sent: call forget() before writing the body',
+    );
+    for (const slot of state.held.keys()) setChunk(response, slot, '', 0);
+    loaded = { units: [], live: new Map(), held: new Map() };
   };
 
   const liveEntry = (visitorId: string, bin: string): Entry | undefined => {
@@ -370,6 +393,8 @@ function bindStorage(request: StorageRequest, settings: Settings, onError: Error
     async delete(visitorId, bin) {
       remove(visitorId, bin);
     },
+
+    clear,
   };
 }
 

@@ -220,6 +220,66 @@ describe('what the cookie storage reads and clears', () => {
   });
 });
 
+describe('forget() leaves no chunk cookie in the browser', () => {
+  const cleared = (lines: readonly string[]) =>
+    chunkLines(lines)
+      .filter((line) => /^vs_data\.\d+=; Max-Age=0;/.test(line))
+      .map((line) => line.slice(0, line.indexOf('=')))
+      .sort();
+
+  it('clears the chunks of an earlier visitor ID of this browser, which the current visitor has no bin in', async () => {
+    const jar = await createStrictCookieJar(site);
+    await jar.request('/set', { json: { 'ui:theme': 'dark', 'ui:notes': text(3_000) } });
+    const held = Object.keys(chunksOf(await jar.cookies())).sort();
+    expect(held.length).toBeGreaterThanOrEqual(2);
+    // The visitor cookie is lost (cleared by the user, expired): the browser comes back as a new visitor.
+    await jar.set('vsid', 'lost');
+    expect((await jar.request('/get?bins=ui:theme')).json()).toEqual({ 'ui:theme': null });
+    expect(Object.keys(chunksOf(await jar.cookies())).sort()).toEqual(held);
+
+    const forgotten = await jar.request('/forget', { method: 'POST' });
+    expect(forgotten.status).toBe(200);
+    expect(cleared(forgotten.setCookies)).toEqual(held);
+    expect(chunksOf(await jar.cookies())).toEqual({});
+    expect(jar.refused).toEqual([]);
+  });
+
+  it('clears a forged chunk and the chunks of an earlier version, which no bin is read from', async () => {
+    const jar = await createStrictCookieJar(site);
+    await jar.request('/get?bins=ui:x');
+    const id = ((await jar.cookies()).vsid as string).split('.')[0] as string;
+    // Before chunks were sealed one by one: one payload under the 'cookie-storage' key, cut in two.
+    const old = createKeyRing([SECRET]).seal(
+      'cookie-storage',
+      JSON.stringify({ v: id, b: { 'ui:x': [text(3_000), Date.now() + DAY] } }),
+    );
+    await jar.set('vs_data.0', old.slice(0, 3_000));
+    await jar.set('vs_data.1', old.slice(3_000));
+    await jar.set('vs_data.2', text(40));
+    expect((await jar.request('/get?bins=ui:x')).json()).toEqual({ 'ui:x': null });
+
+    const forgotten = await jar.request('/forget', { method: 'POST' });
+    expect(cleared(forgotten.setCookies)).toEqual(['vs_data.0', 'vs_data.1', 'vs_data.2']);
+    expect(chunksOf(await jar.cookies())).toEqual({});
+    expect(jar.refused).toEqual([]);
+  });
+
+  it("clears the visitor's own chunks, as before, and its bins read as absent after", async () => {
+    const jar = await createStrictCookieJar(site);
+    const bins = { 'ui:theme': 'dark', 'ui:notes': text(3_000) };
+    await jar.request('/set', { json: bins });
+    const held = Object.keys(chunksOf(await jar.cookies())).sort();
+    expect(held.length).toBeGreaterThanOrEqual(2);
+
+    const forgotten = await jar.request('/forget?bins=ui:theme,ui:notes', { method: 'POST' });
+    expect(forgotten.json()).toEqual({ 'ui:theme': null, 'ui:notes': null });
+    expect(cleared(forgotten.setCookies)).toEqual(held);
+    expect(chunksOf(await jar.cookies())).toEqual({});
+    expect((await jar.request('/get?bins=ui:theme,ui:notes')).json()).toEqual({ 'ui:theme': null, 'ui:notes': null });
+    expect(jar.refused).toEqual([]);
+  });
+});
+
 describe('a Secure cookie storage on a request over plain http', () => {
   const secureApp = async (options: Parameters<typeof cookieStorage>[0]) => {
     const reports: VisitorStateError[] = [];
