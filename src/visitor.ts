@@ -497,6 +497,8 @@ function actionsOf(state: LiveVisitor): VisitorActions {
         await deleteAll(each);
         heldOf(env.router).set(each, 0);
       }
+      // Chunks that no bin listed above (an earlier visitor ID's, forged, an older version's) go too.
+      await state.stores.clearCookies();
       state.become(id, state.source, state.confidence);
       sendCookie(undefined);
       changed({ type: 'forget', from: id, to: id });

@@ -1,8 +1,9 @@
 import { type SerializeOptions, stringifySetCookie } from 'cookie';
 import { type KeyRing, perKeyRing } from '../crypto.js';
 import { type Duration, toMs } from '../duration.js';
-import { ConfigError, CookieError } from '../errors.js';
+import { ConfigError, type CookieError } from '../errors.js';
 import { type RecentMap, recentMap } from '../recent-map.js';
+import { dropsSecureCookies, insecureCookieError } from '../secure-cookie.js';
 import type { Identity, Resolver, ResolverContext } from './types.js';
 
 // The object form: cookie 2 dropped `serialize` and the (name, value, options) call.
@@ -96,15 +97,6 @@ export interface CookieResolver extends Resolver {
 
 // Browsers drop a Secure cookie set over plain http, except from localhost (a secure context).
 let reportedInsecure = false;
-
-/** Whether a Host header names this machine: `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`, with any port. */
-function isLocalhost(host: string): boolean {
-  const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
-  const name = (end > 0 ? host.slice(0, end) : host).toLowerCase();
-  if (name === 'localhost' || name.endsWith('.localhost') || name === '[::1]') return true;
-  const parts = name.split('.');
-  return parts.length === 4 && parts[0] === '127' && parts.every((part) => /^\d{1,3}$/.test(part));
-}
 
 const MAX_AGE_CAP_MS = 400 * 86_400_000;
 const CLOCK_SKEW_MS = 5 * 60_000;
@@ -256,25 +248,17 @@ export function cookieResolver(options: CookieResolverOptions = {}): CookieResol
       return write('', 0, ctx);
     },
     insecureIssue(ctx) {
-      if (reportedInsecure || ctx.secure || secureOption !== true) return undefined;
-      const host = ctx.header('host');
-      // Without a Host header there is no telling whether the browser sees a secure context.
-      if (host === undefined || isLocalhost(host)) return undefined;
+      if (reportedInsecure || secureOption !== true || !dropsSecureCookies(ctx)) return undefined;
       reportedInsecure = true;
-      const why = hostPrefix
-        ? 'hostPrefix makes it Secure'
-        : sameSite === 'none'
-          ? "sameSite 'none' makes it Secure"
-          : 'secure is true';
-      const fix = hostPrefix
-        ? 'or drop hostPrefix'
-        : sameSite === 'none'
-          ? "or use sameSite 'lax'"
-          : "or set secure: 'auto'";
-      return new CookieError(
-        `the visitor cookie ${cookieName} went out over plain http to a host other than localhost, and ${why}, so browsers drop it and every request is a new visitor: ` +
-          `serve the site over HTTPS (behind a TLS proxy, name it in trustProxy so its X-Forwarded-Proto counts), ${fix}. Reported once per process`,
-      );
+      return insecureCookieError({
+        cookies: `the visitor cookie ${cookieName}`,
+        plural: false,
+        hostPrefix,
+        sameSite,
+        secure: options.secure,
+        lost: 'every request is a new visitor',
+        once: 'process',
+      });
     },
   };
 }

@@ -1,6 +1,7 @@
 import { type SerializeOptions, stringifySetCookie } from 'cookie';
-import { BinError, ConfigError, CookieError } from '../errors.js';
+import { BinError, ConfigError, CookieError, type ErrorHook } from '../errors.js';
 import type { ResponseView } from '../http.js';
+import { dropsSecureCookies, insecureCookieError } from '../secure-cookie.js';
 import { checkBudget, DEFAULT_BUDGET, type HeaderLimited, VISITOR_COOKIE_BYTES } from './cookie-budget.js';
 import {
   type Entry,
@@ -48,21 +49,44 @@ export interface CookieStorageOptions {
   sameSite?: 'lax' | 'strict' | 'none';
   /**
    * Whether the cookies carry `Secure`; `'auto'` follows whether the request came over HTTPS.
-   * `sameSite: 'none'` always sets it, since browsers refuse such a cookie without it.
+   * `sameSite: 'none'` always sets it, since browsers refuse such a cookie without it. Browsers
+   * drop a Secure cookie set over plain http (localhost excepted): the first chunk that goes out
+   * so is reported once per store through `onError`, with the fix.
    * @default 'auto'
    */
   secure?: boolean | 'auto';
 }
 
+/** The cookie storage bound to one request: every per-request capability, and {@link CookieBinding.clear}. */
+export type CookieBinding = Storage &
+  Required<Pick<Storage, 'getMany' | 'add' | 'update' | 'bins' | 'entries'>> & {
+    /**
+     * Clears (`Max-Age=0`) every chunk cookie of this store that the request carries or this
+     * response sets, whichever visitor ID its bins are under and whether it opens or not (forged,
+     * from another secret, from an earlier version): `forget()` calls it, so the browser keeps none.
+     * Throws a `CookieError`, as a write does, when the response is missing or its headers were sent.
+     */
+    clear(): void;
+  };
+
 /** The sealed cookie storage: a request-scoped storage whose bound form has every per-request capability. */
 export interface CookieStorage extends RequestScopedStorage {
+  readonly kind: 'cookie-storage';
   readonly cookieName: string;
   /** The budget, in bytes of the Cookie header, as given or defaulted. */
   readonly maxBytes: number;
   /** How many chunk cookies the store may use: it never reads, writes or clears one past these. */
   readonly maxChunks: number;
-  bind(request: StorageRequest): Storage & Required<Pick<Storage, 'getMany' | 'add' | 'update' | 'bins' | 'entries'>>;
+  /**
+   * Binds the store to one request. `onError` hears, once per store, that chunks went out Secure
+   * over plain http to a host other than localhost, where browsers drop them.
+   */
+  bind(request: StorageRequest, onError?: ErrorHook): CookieBinding;
 }
+
+/** Whether a store is the sealed cookie storage, whose binding can clear every chunk it may have written. */
+export const isCookieStorage = (storage: Storage | RequestScopedStorage | undefined): storage is CookieStorage =>
+  (storage as Partial<CookieStorage> | undefined)?.kind === 'cookie-storage';
 
 // Browsers keep a cookie only while its Set-Cookie line stays within 4,096 bytes.
 const LINE_LIMIT = 4_096;
@@ -138,14 +162,30 @@ export function cookieStorage(options: CookieStorageOptions = {}): CookieStorage
   const tails = { secure: tailOf(true), plain: tailOf(false) };
   const chunkPattern = new RegExp(`^${name.replace(/[.*+^$|]/g, '\\$&')}\\.(0|[1-9]\\d?)$`);
   const purpose = `cookie-storage:${name}`;
+  let reportedInsecure = false;
+  const insecureIssue = (request: StorageRequest): CookieError | undefined => {
+    if (reportedInsecure || secureOption !== true || !dropsSecureCookies(request)) return undefined;
+    reportedInsecure = true;
+    return insecureCookieError({
+      cookies: `the cookie storage's chunk cookies ${name}.N`,
+      plural: true,
+      hostPrefix: false,
+      sameSite,
+      secure: options.secure,
+      lost: 'every bin they carry is lost',
+      once: 'store',
+    });
+  };
+  const settings: Settings = { maxBytes, tails, secure: secureOption, chunkPattern, geometry, purpose, insecureIssue };
 
   return {
     scope: 'request',
+    kind: 'cookie-storage',
     cookieName: name,
     maxBytes,
     maxChunks: slotLimit,
-    bind(request) {
-      return bindStorage(request, { maxBytes, tails, secure: secureOption, chunkPattern, geometry, purpose });
+    bind(request, onError) {
+      return bindStorage(request, settings, onError);
     },
   };
 }
@@ -158,6 +198,8 @@ interface Settings {
   readonly chunkPattern: RegExp;
   readonly geometry: Geometry;
   readonly purpose: string;
+  /** The report that chunks went out Secure where browsers drop them: once per store, `undefined` otherwise. */
+  readonly insecureIssue: (request: StorageRequest) => CookieError | undefined;
 }
 
 interface Loaded {
@@ -169,7 +211,7 @@ interface Loaded {
   held: Map<number, string>;
 }
 
-function bindStorage(request: StorageRequest, settings: Settings): ReturnType<CookieStorage['bind']> {
+function bindStorage(request: StorageRequest, settings: Settings, onError: ErrorHook | undefined): CookieBinding {
   const { geometry, purpose } = settings;
   const { name } = geometry;
   const secure = settings.secure === 'auto' ? request.secure : settings.secure;
@@ -210,16 +252,20 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
     response.setCookie(`${name}.${i}`, `${name}.${i}=${value}; Max-Age=${maxAge}${tail}`);
   };
 
-  /** Lays out `live` over the chunks and writes the ones that changed; `bin` names the set that a budget overrun rejects. */
-  const commit = (live: Map<string, Entry>, bin: string | undefined): void => {
-    const state = loaded as Loaded;
+  /** The response, while it can still take cookies; `late` says what to do instead of writing after its headers. */
+  const writable = (late: string): ResponseView => {
     const response = request.response;
     if (!response) {
       throw new CookieError('cookie storage cannot write without a response: bind it with the response of the request');
     }
-    if (response.headersSent) {
-      throw new CookieError('set after the response headers were sent: call set before writing the body');
-    }
+    if (response.headersSent) throw new CookieError(late);
+    return response;
+  };
+
+  /** Lays out `live` over the chunks and writes the ones that changed; `bin` names the set that a budget overrun rejects. */
+  const commit = (live: Map<string, Entry>, bin: string | undefined): void => {
+    const state = loaded as Loaded;
+    const response = writable('set after the response headers were sent: call set before writing the body');
     const now = request.now();
     const seal = (entries: Iterable<Entry>) => request.keys.seal(purpose, payloadOf(entries, Math.floor(now)));
     const next = plan(state.units, live, geometry, seal);
@@ -230,16 +276,34 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
       );
     }
     const written = new Map<number, string>();
+    let sent = false;
     for (const unit of next.units) {
       const maxAge = maxAgeOf(unit.entries.values(), now);
       for (const [i, slot] of unit.slots.entries()) {
         const value = unit.values[i] as string;
         written.set(slot, value);
-        if (state.held.get(slot) !== value) setChunk(response, slot, value, maxAge);
+        if (state.held.get(slot) !== value) {
+          setChunk(response, slot, value, maxAge);
+          sent = true;
+        }
       }
     }
     for (const slot of state.held.keys()) if (!written.has(slot)) setChunk(response, slot, '', 0);
     loaded = { units: next.units, live, held: written };
+    if (sent && onError) {
+      const issue = settings.insecureIssue(request);
+      if (issue) onError(issue);
+    }
+  };
+
+  const clear = (): void => {
+    const state = load();
+    if (state.held.size === 0) return;
+    const response = writable(
+      'the cookie storage cannot clear its cookies after the response headers were sent: call forget() before writing the body',
+    );
+    for (const slot of state.held.keys()) setChunk(response, slot, '', 0);
+    loaded = { units: [], live: new Map(), held: new Map() };
   };
 
   const liveEntry = (visitorId: string, bin: string): Entry | undefined => {
@@ -329,6 +393,8 @@ function bindStorage(request: StorageRequest, settings: Settings): ReturnType<Co
     async delete(visitorId, bin) {
       remove(visitorId, bin);
     },
+
+    clear,
   };
 }
 

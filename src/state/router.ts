@@ -1,6 +1,7 @@
 import { type Duration, toMs } from '../duration.js';
 import { ConfigError, type ErrorHook, StorageError } from '../errors.js';
 import type { ListedBin } from './capabilities.js';
+import { type CookieBinding, isCookieStorage } from './cookie-storage.js';
 import { type GuardedStorage, guardStorage } from './guard.js';
 import { withTelemetry } from './instrumented-storage.js';
 import { describeStore } from './load-peer.js';
@@ -51,6 +52,11 @@ export interface StoreHandle {
 export interface StoresOf {
   /** The handle's store for this request, bound once per request. */
   of(handle: StoreHandle): Promise<BinStore>;
+  /**
+   * Clears every chunk cookie of every cookie store that this request carries or its response
+   * sets, whoever's bins they hold and whether they open or not: `forget()` leaves none.
+   */
+  clearCookies(): Promise<void>;
 }
 
 export interface RoutedBin {
@@ -168,26 +174,13 @@ export function createRouter(options: RouterOptions): Router {
   };
   openDeclared();
 
-  const bind = async (handle: StoreHandle, request: StorageRequest | undefined, stores: StoresOf) => {
-    const storage = await handle.opened.catch(() => undefined);
-    if (storage && isRequestScoped(storage)) {
-      if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
-      return guardStorage(storage.bind(request), {
-        label: handle.label,
-        timeoutMs: undefined,
-        onError: options.onError,
-        local: true,
-      });
-    }
-    const shared = handle.shared() as GuardedStorage;
-    return handle.migrateFrom ? migrating(shared, await stores.of(handle.migrateFrom), options.defaultTtlMs) : shared;
-  };
-
   // A request-scoped store holds the request's state in its binding: one binding per request
   // and store. The map of bindings is made on first use: a plain store needs none.
   class RequestStores implements StoresOf {
     readonly #request: StorageRequest | undefined;
     #bound: Map<StoreHandle, Promise<BinStore>> | undefined;
+    /** The cookie stores' bindings as they are, beside their guarded form: for clearCookies. */
+    #cookies: Map<StoreHandle, CookieBinding> | undefined;
 
     constructor(request: StorageRequest | undefined) {
       this.#request = request;
@@ -197,10 +190,42 @@ export function createRouter(options: RouterOptions): Router {
       this.#bound ??= new Map();
       let store = this.#bound.get(handle);
       if (!store) {
-        store = bind(handle, this.#request, this);
+        store = this.#bind(handle);
         this.#bound.set(handle, store);
       }
       return store;
+    }
+
+    async clearCookies(): Promise<void> {
+      for (const handle of handles()) {
+        if (!isCookieStorage(await handle.opened.catch(() => undefined))) continue;
+        await this.of(handle);
+        this.#cookies?.get(handle)?.clear();
+      }
+    }
+
+    async #bind(handle: StoreHandle): Promise<BinStore> {
+      const storage = await handle.opened.catch(() => undefined);
+      if (storage && isRequestScoped(storage)) {
+        const request = this.#request;
+        if (!request) throw new ConfigError(`${handle.label} keeps state in cookies and needs a request`);
+        let bound: Storage;
+        if (isCookieStorage(storage)) {
+          // It reports through onError chunks that went out where browsers drop them.
+          const cookies = storage.bind(request, options.onError);
+          this.#cookies ??= new Map();
+          this.#cookies.set(handle, cookies);
+          bound = cookies;
+        } else bound = storage.bind(request);
+        return guardStorage(bound, {
+          label: handle.label,
+          timeoutMs: undefined,
+          onError: options.onError,
+          local: true,
+        });
+      }
+      const shared = handle.shared() as GuardedStorage;
+      return handle.migrateFrom ? migrating(shared, await this.of(handle.migrateFrom), options.defaultTtlMs) : shared;
     }
   }
 

@@ -126,6 +126,8 @@ export interface StorageRequest {
   readonly response: ResponseView | undefined;
   readonly keys: KeyRing;
   now(): number;
+  /** A request header, where the request has them: the cookie storage reads Host to tell whether browsers keep Secure cookies. */
+  header?(name: string): string | undefined;
 }
 
 /**

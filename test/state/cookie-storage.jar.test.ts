@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyRing } from '../../src/crypto.js';
+import { CookieError, type VisitorStateError } from '../../src/errors.js';
 import { cookieStorage } from '../../src/state/cookie-storage.js';
 import { createVisitorState, type VisitorState } from '../../src/visitor-state.js';
 import { createCookieJar, createStrictCookieJar } from '../helpers/cookie-jar.js';
@@ -216,5 +217,122 @@ describe('what the cookie storage reads and clears', () => {
     const written = await jar.request(`${site}/set?bins=ui:y`, { json: { 'ui:y': 'fresh' } });
     expect(written.json()).toEqual({ 'ui:y': 'fresh' });
     expect(Object.keys(chunksOf(jar.cookies()))).toEqual(['vs_data.0']);
+  });
+});
+
+describe('forget() leaves no chunk cookie in the browser', () => {
+  const cleared = (lines: readonly string[]) =>
+    chunkLines(lines)
+      .filter((line) => /^vs_data\.\d+=; Max-Age=0;/.test(line))
+      .map((line) => line.slice(0, line.indexOf('=')))
+      .sort();
+
+  it('clears the chunks of an earlier visitor ID of this browser, which the current visitor has no bin in', async () => {
+    const jar = await createStrictCookieJar(site);
+    await jar.request('/set', { json: { 'ui:theme': 'dark', 'ui:notes': text(3_000) } });
+    const held = Object.keys(chunksOf(await jar.cookies())).sort();
+    expect(held.length).toBeGreaterThanOrEqual(2);
+    // The visitor cookie is lost (cleared by the user, expired): the browser comes back as a new visitor.
+    await jar.set('vsid', 'lost');
+    expect((await jar.request('/get?bins=ui:theme')).json()).toEqual({ 'ui:theme': null });
+    expect(Object.keys(chunksOf(await jar.cookies())).sort()).toEqual(held);
+
+    const forgotten = await jar.request('/forget', { method: 'POST' });
+    expect(forgotten.status).toBe(200);
+    expect(cleared(forgotten.setCookies)).toEqual(held);
+    expect(chunksOf(await jar.cookies())).toEqual({});
+    expect(jar.refused).toEqual([]);
+  });
+
+  it('clears a forged chunk and the chunks of an earlier version, which no bin is read from', async () => {
+    const jar = await createStrictCookieJar(site);
+    await jar.request('/get?bins=ui:x');
+    const id = ((await jar.cookies()).vsid as string).split('.')[0] as string;
+    // Before chunks were sealed one by one: one payload under the 'cookie-storage' key, cut in two.
+    const old = createKeyRing([SECRET]).seal(
+      'cookie-storage',
+      JSON.stringify({ v: id, b: { 'ui:x': [text(3_000), Date.now() + DAY] } }),
+    );
+    await jar.set('vs_data.0', old.slice(0, 3_000));
+    await jar.set('vs_data.1', old.slice(3_000));
+    await jar.set('vs_data.2', text(40));
+    expect((await jar.request('/get?bins=ui:x')).json()).toEqual({ 'ui:x': null });
+
+    const forgotten = await jar.request('/forget', { method: 'POST' });
+    expect(cleared(forgotten.setCookies)).toEqual(['vs_data.0', 'vs_data.1', 'vs_data.2']);
+    expect(chunksOf(await jar.cookies())).toEqual({});
+    expect(jar.refused).toEqual([]);
+  });
+
+  it("clears the visitor's own chunks, as before, and its bins read as absent after", async () => {
+    const jar = await createStrictCookieJar(site);
+    const bins = { 'ui:theme': 'dark', 'ui:notes': text(3_000) };
+    await jar.request('/set', { json: bins });
+    const held = Object.keys(chunksOf(await jar.cookies())).sort();
+    expect(held.length).toBeGreaterThanOrEqual(2);
+
+    const forgotten = await jar.request('/forget?bins=ui:theme,ui:notes', { method: 'POST' });
+    expect(forgotten.json()).toEqual({ 'ui:theme': null, 'ui:notes': null });
+    expect(cleared(forgotten.setCookies)).toEqual(held);
+    expect(chunksOf(await jar.cookies())).toEqual({});
+    expect((await jar.request('/get?bins=ui:theme,ui:notes')).json()).toEqual({ 'ui:theme': null, 'ui:notes': null });
+    expect(jar.refused).toEqual([]);
+  });
+});
+
+describe('a Secure cookie storage on a request over plain http', () => {
+  const secureApp = async (options: Parameters<typeof cookieStorage>[0]) => {
+    const reports: VisitorStateError[] = [];
+    const visitors = createVisitorState({
+      secret: SECRET,
+      bins: { 'ui:*': { store: cookieStorage(options) } },
+      trustProxy: 'loopback',
+      onError: (error) => reports.push(error),
+    });
+    states.push(visitors);
+    return { base: await startApp(visitors), reports };
+  };
+
+  it('reports once through onError that its chunks went out over plain http to a public host name, and not over https or to localhost', async () => {
+    const { base, reports } = await secureApp({ secure: true });
+
+    // localhost is a secure context, and https ended by a trusted proxy is https: the browser keeps the chunks.
+    const local = await createStrictCookieJar(base, `http://localhost:${new URL(base).port}`);
+    await local.request('/set', { json: { 'ui:theme': 'dark' } });
+    expect((await local.request('/get?bins=ui:theme')).json()).toEqual({ 'ui:theme': 'dark' });
+    const proxied = await createStrictCookieJar(base, 'https://shop.example');
+    const viaTls = { headers: { 'x-forwarded-proto': 'https' } };
+    await proxied.request('/set', { json: { 'ui:theme': 'light' }, ...viaTls });
+    expect((await proxied.request('/get?bins=ui:theme', viaTls)).json()).toEqual({ 'ui:theme': 'light' });
+    expect([...local.refused, ...proxied.refused]).toEqual([]);
+    expect(reports).toEqual([]);
+
+    // Plain http to a public host name: a strict jar drops every Secure chunk, so each bin set there is lost.
+    const shop = await createStrictCookieJar(base, 'http://shop.example');
+    for (const theme of ['dark', 'light', 'sepia']) {
+      await shop.request('/set', { json: { 'ui:theme': theme } });
+      expect((await shop.request('/get?bins=ui:theme')).json()).toEqual({ 'ui:theme': null });
+    }
+    expect(chunkLines(shop.refused.map((refusal) => refusal.line))).toHaveLength(3);
+    expect(chunksOf(await shop.cookies())).toEqual({});
+
+    expect(reports).toHaveLength(1);
+    expect(reports[0]).toBeInstanceOf(CookieError);
+    expect(reports[0]?.message).toBe(
+      "the cookie storage's chunk cookies vs_data.N went out over plain http to a host other than localhost, and secure is true, so browsers drop them and every bin they carry is lost: " +
+        "serve the site over HTTPS (behind a TLS proxy, name it in trustProxy so its X-Forwarded-Proto counts), or set secure: 'auto'. Reported once per store",
+    );
+  });
+
+  it("names sameSite 'none' as what makes the chunks Secure", async () => {
+    const { base, reports } = await secureApp({ sameSite: 'none' });
+    const shop = await createStrictCookieJar(base, 'http://shop.example');
+    await shop.request('/set', { json: { 'ui:theme': 'dark' } });
+    await shop.request('/set', { json: { 'ui:theme': 'light' } });
+    expect(reports.map((report) => report.message)).toEqual([
+      expect.stringContaining(
+        "and sameSite 'none' makes them Secure, so browsers drop them and every bin they carry is lost: serve the site over HTTPS (behind a TLS proxy, name it in trustProxy so its X-Forwarded-Proto counts), or use sameSite 'lax'. Reported once per store",
+      ),
+    ]);
   });
 });

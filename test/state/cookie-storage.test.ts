@@ -6,8 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyRing, type KeyRing } from '../../src/crypto.js';
 import { BinError, ConfigError, CookieError } from '../../src/errors.js';
 import { nodeResponseView } from '../../src/http.js';
-import { cookieStorage } from '../../src/state/cookie-storage.js';
-import type { RequestScopedStorage } from '../../src/state/storage.js';
+import { type CookieStorage, cookieStorage } from '../../src/state/cookie-storage.js';
 import { createCookieJar } from '../helpers/cookie-jar.js';
 
 const NEW_SECRET = 'the-current-secret-of-at-least-32-characters';
@@ -29,10 +28,10 @@ const readBody = async (req: IncomingMessage): Promise<unknown> => {
 /**
  * A node:http server whose routes drive one storage: `GET /get/:bin`, `POST /set/:bin`
  * (JSON body, `?ttl=ms`), `POST /delete/:bin`, `POST /set-late/:bin` (after the headers
- * went out); `?visitor=` picks the visitor ID. Writing replies also list the bins after
+ * went out), `POST /clear`, `POST /clear-late`; `?visitor=` picks the visitor ID. Writing replies also list the bins after
  * the operation, as the same request sees them.
  */
-async function startServer(storage: RequestScopedStorage, keys: KeyRing): Promise<{ url: string; server: Server }> {
+async function startServer(storage: CookieStorage, keys: KeyRing): Promise<{ url: string; server: Server }> {
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<Reply> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const [, op, bin = ''] = url.pathname.split('/');
@@ -55,7 +54,11 @@ async function startServer(storage: RequestScopedStorage, keys: KeyRing): Promis
       if (op === 'get') return { data: await bins.get(visitor, bin) };
       if (op === 'set') await bins.set(visitor, bin, data, ttl);
       else if (op === 'delete') await bins.delete(visitor, bin);
-      else if (op === 'set-late') {
+      else if (op === 'clear') bins.clear();
+      else if (op === 'clear-late') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        bins.clear();
+      } else if (op === 'set-late') {
         res.writeHead(200, { 'content-type': 'application/json' });
         await bins.set(visitor, bin, data, ttl);
       } else if (op === 'batch') {
@@ -250,6 +253,38 @@ describe('cookie storage through a real server', () => {
     });
     expect(late.setCookies).toEqual([]);
     expect((await jar.request(`${site}/get/late`)).json<Reply>().data).toBeUndefined();
+  });
+
+  it('clears every chunk the request carries on clear(), whoever wrote it and whether it opens, and sends nothing when it carries none', async () => {
+    const jar = createCookieJar();
+    await jar.request(`${site}/set/notes?visitor=earlier`, { json: randomText(4_000) });
+    expect(chunkNames(jar.cookies()).sort()).toEqual(['vs_data.0', 'vs_data.1']);
+    jar.set('vs_data.2', randomText(40));
+
+    const cleared = await jar.request(`${site}/clear?visitor=alice`, { method: 'POST' });
+    expect(cleared.json<Reply>().bins).toEqual({});
+    expect([...cleared.setCookies].sort()).toEqual([
+      expect.stringMatching(/^vs_data\.0=; Max-Age=0;/),
+      expect.stringMatching(/^vs_data\.1=; Max-Age=0;/),
+      expect.stringMatching(/^vs_data\.2=; Max-Age=0;/),
+    ]);
+    expect(chunkNames(jar.cookies())).toEqual([]);
+    expect((await jar.request(`${site}/get/notes?visitor=earlier`)).json<Reply>().data).toBeUndefined();
+
+    expect((await jar.request(`${site}/clear`, { method: 'POST' })).setCookies).toEqual([]);
+  });
+
+  it('refuses to clear after the response headers were sent, and the chunks stay', async () => {
+    const jar = createCookieJar();
+    await jar.request(`${site}/set/keep`, { json: 'me' });
+    const late = await jar.request(`${site}/clear-late`, { method: 'POST' });
+    expect(late.json<Reply>().error).toEqual({
+      name: 'CookieError',
+      message:
+        'the cookie storage cannot clear its cookies after the response headers were sent: call forget() before writing the body',
+    });
+    expect(late.setCookies).toEqual([]);
+    expect((await jar.request(`${site}/get/keep`)).json<Reply>().data).toBe('me');
   });
 
   it('reads an expired bin as undefined and keeps the others', async () => {
