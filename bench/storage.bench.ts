@@ -28,6 +28,7 @@ const { sqliteDriver } = await load<typeof import('../src/state/sqlite-driver.js
 const { redisStorage } = await load<typeof import('../src/state/redis-storage.js')>('state/redis-storage');
 const { postgresStorage } = await load<typeof import('../src/state/postgres-storage.js')>('state/postgres-storage');
 const { guardStorage } = await load<typeof import('../src/state/guard.js')>('state/guard');
+const { scripts } = await load<typeof import('../src/state/redis-scripts.js')>('state/redis-scripts');
 
 const SECRET = 'bench-secret-4b1c7e0d9a2f48e6b3c5d7e9f1a3b5c7';
 // One namespace per run: nothing collides with tests or another run, and cleanup knows what is ours.
@@ -375,7 +376,8 @@ async function redisPart(): Promise<void> {
   raw.on('error', (error) => console.warn(`raw redis client: ${String(error)}`));
   await raw.connect();
   const storage = await redisStorage(REDIS_URL, storageOptions);
-  const keyOf = (bin: string) => `${NAMESPACE}:{${VISITOR}}:${bin}`;
+  const index = `${NAMESPACE}:{${VISITOR}}`;
+  const keyOf = (bin: string) => `${index}:${bin}`;
   const keyv = new Keyv({ store: new KeyvRedis(REDIS_URL), namespace: `${NAMESPACE}-keyv` });
   try {
     const pair: Pair = {
@@ -392,6 +394,36 @@ async function redisPart(): Promise<void> {
       },
     };
     await expectSameData(pair);
+    // The storage's set also keeps the visitor's index of bin names (a SET that outlives its
+    // longest-lived bin), so a client that wants bins() without a SCAN does this much too:
+    // SET PX, SADD, and PEXPIRE NX then GT (set the index's TTL when it has none, else only lengthen it).
+    const multiSet = (bin: string, data: unknown) =>
+      raw
+        .multi()
+        .set(keyOf(bin), JSON.stringify(data), { expiration: { type: 'PX', value: TTL_MS } })
+        .sAdd(index, bin)
+        .pExpire(index, TTL_MS, 'NX')
+        .pExpire(index, TTL_MS, 'GT')
+        .exec();
+    // The storage's own script from a raw client: what is left is the storage's cost on the client.
+    const { sha } = scripts.set;
+    const scriptSet = (bin: string, data: unknown) =>
+      raw.sendCommand(['EVALSHA', sha, '2', index, keyOf(bin), bin, JSON.stringify(data), String(TTL_MS)]);
+    await raw.del(index);
+    await multiSet(binAt(7), binValue(7));
+    await scriptSet(binAt(8), binValue(8));
+    const indexed = (await storage.bins?.(VISITOR)) ?? [];
+    const indexTtl = await raw.pTTL(index);
+    if (
+      JSON.stringify(await storage.get(VISITOR, binAt(7))) !== JSON.stringify(binValue(7)) ||
+      JSON.stringify(await storage.get(VISITOR, binAt(8))) !== JSON.stringify(binValue(8)) ||
+      indexed.length !== 2 ||
+      !indexed.includes(binAt(7)) ||
+      !indexed.includes(binAt(8)) ||
+      !(indexTtl > TTL_MS - 60_000)
+    ) {
+      throw new Error(`the MULTI and EVALSHA baselines did not write what the storage writes: ${indexed} ${indexTtl}`);
+    }
     for (const [i, bin] of BINS.entries()) await keyv.set(bin, binValue(i), TTL_MS);
     // What the bin cache calls: the storage behind its timeout guard.
     const guarded = guardStorage(Promise.resolve(storage), {
@@ -416,18 +448,51 @@ async function redisPart(): Promise<void> {
             sink.value = await Promise.all(BINS.map((bin) => guarded.get(VISITOR, bin)));
           },
         },
+        {
+          label: 'raw MULTI SET + SADD + PEXPIRE x2, 1 in flight',
+          ops: pair.perSample,
+          run: async () => {
+            for (let i = 0; i < pair.perSample; i++) await multiSet(binAt(i), nextValue());
+          },
+        },
+        {
+          label: `raw MULTI SET + SADD + PEXPIRE x2, ${IN_FLIGHT} in flight`,
+          ops: IN_FLIGHT,
+          run: async () => {
+            await Promise.all(BINS.map((bin) => multiSet(bin, nextValue())));
+          },
+        },
+        {
+          label: "raw EVALSHA of the storage's set script, 1 in flight",
+          ops: pair.perSample,
+          run: async () => {
+            for (let i = 0; i < pair.perSample; i++) await scriptSet(binAt(i), nextValue());
+          },
+        },
+        {
+          label: `raw EVALSHA of the storage's set script, ${IN_FLIGHT} in flight`,
+          ops: IN_FLIGHT,
+          run: async () => {
+            await Promise.all(BINS.map((bin) => scriptSet(bin, nextValue())));
+          },
+        },
       ],
       { timeMs: TIME_MS },
     );
     heading(`Redis storage against a raw @redis/client on the same server (${redactUrl(REDIS_URL)})`);
     comparePair(figures.slice(0, 8), { get50: { atLeast: 0.7 } });
-    const [keyvGet50, guardedGet50] = figures.slice(8);
-    const rawGet50 = figures[3];
-    if (!keyvGet50 || !guardedGet50 || !rawGet50) throw new Error('missing figures');
+    const [keyvGet50, guardedGet50, multi1, multi50, script1, script50] = figures.slice(8);
+    const [, , , rawGet50, set1, , set50] = figures;
+    if (!keyvGet50 || !guardedGet50 || !multi1 || !multi50 || !script1 || !script50 || !rawGet50 || !set1 || !set50)
+      throw new Error('missing figures');
     compare(keyvGet50, rawGet50, { by: 'rate' });
     compare(guardedGet50, rawGet50, { by: 'rate' });
+    compare(set1, multi1);
+    compare(set50, multi50, { by: 'rate' });
+    compare(set1, script1);
+    compare(set50, script50, { by: 'rate' });
   } finally {
-    await raw.del(BINS.map(keyOf));
+    await raw.del([index, ...BINS.map(keyOf)]);
     await Promise.all(BINS.map((bin) => keyv.delete(bin)));
     await keyv.disconnect();
     await storage.close?.();

@@ -103,6 +103,23 @@ function capabilities(where: string, open: (namespace?: string, extra?: Partial<
       expect(await storage.bins!(visitor)).toEqual([]);
     });
 
+    it('writes and reads 100 bins at once, with no listener-leak warning', async () => {
+      const visitor = randomId();
+      const warnings: Error[] = [];
+      const listen = (warning: Error) => warnings.push(warning);
+      process.on('warning', listen);
+      try {
+        const bins = Array.from({ length: 100 }, (_, i) => `b${i}`);
+        await Promise.all(bins.map((bin, i) => storage.set(visitor, bin, { i }, MINUTE)));
+        expect(await Promise.all(bins.map((bin) => storage.get(visitor, bin)))).toEqual(bins.map((_, i) => ({ i })));
+        // A warning is emitted on the next tick.
+        await sleep(10);
+      } finally {
+        process.off('warning', listen);
+      }
+      expect(warnings.map(String)).toEqual([]);
+    });
+
     it('adds only what is absent', async () => {
       const visitor = randomId();
       expect(await storage.add!(visitor, '@link:user', 'first', MINUTE)).toBe(true);
