@@ -266,6 +266,36 @@ export async function sqliteStorage(url: URL, options: StorageOptions): Promise<
   };
 }
 
+/** Whether a SQLite error is SQLITE_BUSY ("database is locked"), from either driver. */
+function isBusy(error: unknown): boolean {
+  const { code, errcode } = (error ?? {}) as { code?: unknown; errcode?: unknown };
+  // node:sqlite: code ERR_SQLITE_ERROR and the (extended) result code; better-sqlite3: code SQLITE_BUSY…
+  return (
+    (typeof errcode === 'number' && (errcode & 0xff) === 5) ||
+    (typeof code === 'string' && code.startsWith('SQLITE_BUSY'))
+  );
+}
+
+/**
+ * Runs the schema, again while another process setting up the same file holds it: SQLite
+ * answers a lock that two connections both want to upgrade with SQLITE_BUSY at once, not
+ * through busy_timeout (it breaks the deadlock), so two servers started together on a new
+ * file would otherwise see one of them fail. Gives up after OPEN_BUSY_MS.
+ */
+function setUp(db: SqliteDatabase): void {
+  const giveUpAt = Date.now() + OPEN_BUSY_MS;
+  for (;;) {
+    try {
+      for (const sql of SCHEMA) db.exec(sql);
+      return;
+    } catch (error) {
+      if (!isBusy(error) || Date.now() >= giveUpAt) throw error;
+      // Opening is synchronous with these drivers: a short blocking pause, at start only.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 20);
+    }
+  }
+}
+
 /** Opens the file, sets it up and prepares every statement; a {@link ConfigError} when it cannot. */
 function connect(
   driver: SqliteDriver,
@@ -283,7 +313,7 @@ function connect(
     });
   }
   try {
-    for (const sql of SCHEMA) db.exec(sql);
+    setUp(db);
     // From here on a request waits for another process's lock no longer than its timeout.
     db.exec(`PRAGMA busy_timeout = ${busyMs}`);
     const statements = Object.fromEntries(
