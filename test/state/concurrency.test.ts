@@ -1,20 +1,17 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomId } from '../../src/crypto.js';
 import { redisStorage } from '../../src/state/redis-storage.js';
 import { sqliteStorage } from '../../src/state/sqlite-storage.js';
 import type { Storage, StorageOptions } from '../../src/state/storage.js';
+import { startFixture } from '../helpers/fixture-process.js';
 import { needRedis, REDIS_URL } from '../helpers/services.js';
 
 const BINS = 1_000;
 const writer = fileURLToPath(new URL('./fixtures/writer.ts', import.meta.url));
-const root = fileURLToPath(new URL('../..', import.meta.url));
 
 const reported: unknown[] = [];
 const options: StorageOptions = {
@@ -31,32 +28,8 @@ afterAll(async () => {
 
 const redisUp = await needRedis();
 
-interface Writer {
-  readonly child: ChildProcess;
-  readonly stderr: string[];
-  readonly exit: Promise<number | null>;
-}
-
-async function startWriter(store: string, visitorId: string, prefix: string): Promise<Writer> {
-  // Node 22 warns once that node:sqlite is experimental; stderr is read for real failures.
-  const child = spawn(
-    process.execPath,
-    ['--disable-warning=ExperimentalWarning', '--import', 'tsx', writer, store, visitorId, prefix, String(BINS)],
-    {
-      cwd: root,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    },
-  );
-  const stderr: string[] = [];
-  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
-  const lines = createInterface({ input: child.stdout! });
-  const [line] = (await Promise.race([once(lines, 'line'), exit.then(() => [`exited: ${stderr.join('')}`])])) as [
-    string,
-  ];
-  expect(line).toBe('ready');
-  return { child, stderr, exit };
-}
+const startWriter = (store: string, visitorId: string, prefix: string) =>
+  startFixture(writer, [store, visitorId, prefix, String(BINS)]);
 
 /**
  * Two processes open the store at once (on SQLite, a file that does not exist yet), then

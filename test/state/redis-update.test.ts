@@ -1,13 +1,12 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomId } from '../../src/crypto.js';
 import { redisStorage } from '../../src/state/redis-storage.js';
+import { startFixture } from '../helpers/fixture-process.js';
 import {
   needRedis,
   needRedisCluster,
@@ -19,7 +18,6 @@ import {
 
 const COUNT = 1_000;
 const counter = fileURLToPath(new URL('./fixtures/redis-counter.ts', import.meta.url));
-const root = fileURLToPath(new URL('../..', import.meta.url));
 
 const redisUp = await needRedis();
 const clusterTools = (await needRedisServer()) && (await needRedisCluster());
@@ -37,20 +35,9 @@ afterAll(async () => {
 });
 
 async function startCounter(store: string, visitorId: string, major: string) {
-  const child = spawn(process.execPath, ['--import', 'tsx', counter, store, visitorId, String(COUNT), major], {
-    cwd: root,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const stderr: string[] = [];
-  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
-  const lines = createInterface({ input: child.stdout! });
-  const [line] = (await Promise.race([once(lines, 'line'), exit.then(() => [`exited: ${stderr.join('')}`])])) as [
-    string,
-  ];
-  expect(line).toBe('ready');
-  return { child, stderr, exit };
+  const started = await startFixture(counter, [store, visitorId, String(COUNT), major]);
+  children.push(started.child);
+  return started;
 }
 
 /** Two processes, each incrementing one bin of one visitor 1,000 times at once: nothing is lost. */

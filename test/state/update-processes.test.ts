@@ -1,20 +1,17 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomId } from '../../src/crypto.js';
 import { postgresStorage } from '../../src/state/postgres-storage.js';
 import { sqliteStorage } from '../../src/state/sqlite-storage.js';
 import type { Storage, StorageOptions } from '../../src/state/storage.js';
+import { startFixture } from '../helpers/fixture-process.js';
 import { DATABASE_URL, needPostgres } from '../helpers/services.js';
 
 const UPDATES = 1_000;
 const updater = fileURLToPath(new URL('./fixtures/updater.ts', import.meta.url));
-const root = fileURLToPath(new URL('../..', import.meta.url));
 
 const dir = await mkdtemp(join(tmpdir(), 'visitor-state-update-'));
 afterAll(async () => {
@@ -23,32 +20,8 @@ afterAll(async () => {
 
 const postgresUp = await needPostgres();
 
-interface Updater {
-  readonly child: ChildProcess;
-  readonly stderr: string[];
-  readonly exit: Promise<number | null>;
-}
-
-async function startUpdater(store: string, namespace: string, visitorId: string): Promise<Updater> {
-  // Node 22 warns once that node:sqlite is experimental; stderr is read for real failures.
-  const child = spawn(
-    process.execPath,
-    ['--disable-warning=ExperimentalWarning', '--import', 'tsx', updater, store, namespace, visitorId, String(UPDATES)],
-    {
-      cwd: root,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    },
-  );
-  const stderr: string[] = [];
-  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
-  const lines = createInterface({ input: child.stdout! });
-  const [line] = (await Promise.race([once(lines, 'line'), exit.then(() => [`exited: ${stderr.join('')}`])])) as [
-    string,
-  ];
-  expect(line).toBe('ready');
-  return { child, stderr, exit };
-}
+const startUpdater = (store: string, namespace: string, visitorId: string) =>
+  startFixture(updater, [store, namespace, visitorId, String(UPDATES)]);
 
 /** Two processes increment one counter of one visitor 1,000 times each, at the same time. */
 async function countFromTwoProcesses(store: string, open: (options: StorageOptions) => Promise<Storage>) {
