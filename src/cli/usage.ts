@@ -94,14 +94,42 @@ export type ValuesOf<C extends Command> = {
   [K in keyof (typeof OPTIONS)[C]]?: (typeof OPTIONS)[C][K] extends { type: 'boolean' } ? boolean : string;
 };
 
+/**
+ * `--visitor -Qx…` as an option and its value, passed on as `--visitor=-Qx…`: a visitor ID is
+ * base64url, one in 64 starts with `-`, and parseArgs takes such a word for an option. A word
+ * that names an option of the command stays an option.
+ */
+function keepDashValues(options: Options, args: readonly string[]): string[] {
+  const isOption = (word: string) => word.startsWith('--') && Object.hasOwn(options, word.slice(2).split('=')[0] ?? '');
+  const kept: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const word = args[i] as string;
+    const next = args[i + 1];
+    const takesValue = isOption(word) && !word.includes('=') && options[word.slice(2)]?.type === 'string';
+    if (takesValue && next?.startsWith('-') && !isOption(next)) {
+      kept.push(`${word}=${next}`);
+      i++;
+    } else kept.push(word);
+  }
+  return kept;
+}
+
 /** The command's options, or a {@link UsageError} that says what is wrong. */
 export function parseOptions<C extends Command>(command: C, args: readonly string[]): ValuesOf<C> {
+  const options: Options = OPTIONS[command];
   try {
-    const { values } = parseArgs({ args: [...args], options: OPTIONS[command], strict: true, allowPositionals: false });
+    const { values } = parseArgs({
+      args: keepDashValues(options, args),
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
     return values as ValuesOf<C>;
   } catch (error) {
     const code = (error as { code?: string }).code;
-    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new UsageError((error as Error).message);
+    // One line: some of parseArgs' messages take three.
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))
+      throw new UsageError((error as Error).message.replace(/\s*\n\s*/g, ' '));
     throw error;
   }
 }

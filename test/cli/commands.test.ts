@@ -67,7 +67,7 @@ describe('export', () => {
   it("prints the visitor's bins with their expiry as JSON", async () => {
     const id = await visitorOf('ada');
     const run = await cli(['export', ...base, '--visitor', id]);
-    expect(run.status).toBe(0);
+    expect(run.status, run.stderr).toBe(0);
     const exported = JSON.parse(run.stdout) as {
       visitor: string;
       bins: { bin: string; data: unknown; expiresAt: string }[];
@@ -84,6 +84,34 @@ describe('export', () => {
   });
 });
 
+describe('an ID that starts with a dash', () => {
+  // One visitor ID in 64 starts with '-': base64url. It is a value, not an option.
+  it('is taken as the value of --visitor and --user, for export and forget', async () => {
+    const id = `-${randomId().slice(1)}`;
+    await storage.set(id, 'geo:city', { city: 'Oslo' }, 60_000);
+    const exported = await cli(['export', ...base, '--visitor', id]);
+    expect(exported.status, exported.stderr).toBe(0);
+    expect(JSON.parse(exported.stdout)).toMatchObject({
+      visitor: id,
+      bins: [{ bin: 'geo:city', data: { city: 'Oslo' } }],
+    });
+    const forgot = await cli(['forget', '--visitor', id, ...base]);
+    expect(forgot.status, forgot.stderr).toBe(0);
+    expect(await storage.entries!(id)).toEqual([]);
+
+    const linked = await visitorOf('-1');
+    const byUser = await cli(['forget', ...base, '--user', '-1'], { VISITOR_STATE_SECRET: SECRET });
+    expect(byUser.status, byUser.stderr).toBe(0);
+    expect(byUser.stdout).toContain(`forgot visitor ${linked}`);
+  });
+
+  it('still leaves an option that follows a value-taking option an option', async () => {
+    const run = await cli(['export', '--store', '--namespace', namespace, '--visitor', 'x']);
+    expect(run.status, run.stderr).toBe(2);
+    oneLine(run);
+  });
+});
+
 describe('stats', () => {
   it('counts visitors, bins and bytes as JSON', async () => {
     const ns = `vs-cli-${randomId().slice(0, 10)}`;
@@ -93,7 +121,7 @@ describe('stats', () => {
     await own.set('b', 'x:one', [1, 2, 3], 60_000);
     await own.close?.();
     const run = await cli(['stats', '--store', store, '--namespace', ns, '--json']);
-    expect(run.status).toBe(0);
+    expect(run.status, run.stderr).toBe(0);
     const bytes = ['{"n":1}', '"hello"', '[1,2,3]'].reduce((sum, json) => sum + json.length, 0);
     expect(JSON.parse(run.stdout)).toEqual({ visitors: 2, bins: 3, bytes });
   });
@@ -104,7 +132,7 @@ describe('forget', () => {
     const id = await visitorOf('grace');
     const other = await visitorOf('linus');
     const run = await cli(['forget', ...base, '--visitor', id]);
-    expect(run.status).toBe(0);
+    expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toContain(`forgot visitor ${id}: 2 bins, 1 links`);
     expect(await storage.entries!(id)).toEqual([]);
     expect(await storage.get(linkSlot('grace'), '@link')).toBeUndefined();
@@ -115,7 +143,7 @@ describe('forget', () => {
   it('--user finds the visitor through its link with the secret, and erases it', async () => {
     const id = await visitorOf('4711');
     const run = await cli(['forget', ...base, '--user', '4711'], { VISITOR_STATE_SECRET: SECRET });
-    expect(run.status).toBe(0);
+    expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toContain(`forgot visitor ${id}: 2 bins`);
     expect(await storage.entries!(id)).toEqual([]);
     expect(await storage.get(linkSlot('4711'), '@link')).toBeUndefined();
@@ -123,7 +151,7 @@ describe('forget', () => {
 
   it('--user without VISITOR_STATE_SECRET is a usage error in one line', async () => {
     const run = await cli(['forget', ...base, '--user', '4711']);
-    expect(run.status).toBe(2);
+    expect(run.status, run.stderr).toBe(2);
     oneLine(run);
     expect(run.stderr).toContain('VISITOR_STATE_SECRET');
   });
@@ -139,7 +167,7 @@ describe('sweep', () => {
     await own.close?.();
     await new Promise((r) => setTimeout(r, 20));
     const run = await cli(['sweep', '--store', store, '--namespace', ns]);
-    expect(run.status).toBe(0);
+    expect(run.status, run.stderr).toBe(0);
     expect(run.stdout.trim()).toBe('removed 2 expired entries');
   });
 });
@@ -150,24 +178,24 @@ describe('failures and usage', () => {
 
   it('answers --help on the command and each subcommand', async () => {
     const top = await cli(['--help']);
-    expect(top.status).toBe(0);
+    expect(top.status, top.stderr).toBe(0);
     expect(top.stdout).toMatch(/^Usage: visitor-state <command>/);
     for (const command of ['stats', 'migrate', 'export', 'forget', 'sweep']) {
       const run = await cli([command, '--help']);
-      expect(run.status).toBe(0);
+      expect(run.status, run.stderr).toBe(0);
       expect(run.stdout).toMatch(new RegExp(`^Usage: visitor-state ${command} `));
     }
   });
 
   it('a bad URL is a usage error in one line', async () => {
     const run = await cli(['stats', '--store', 'not a url']);
-    expect(run.status).toBe(2);
+    expect(run.status, run.stderr).toBe(2);
     oneLine(run);
   });
 
   it('an unknown scheme fails in one line that names the known ones', async () => {
     const run = await cli(['stats', '--store', 'mongodb://127.0.0.1/x']);
-    expect(run.status).toBe(1);
+    expect(run.status, run.stderr).toBe(1);
     oneLine(run);
     expect(run.stderr).toContain("'redis:'");
   });
@@ -175,7 +203,7 @@ describe('failures and usage', () => {
   it('an unreachable store fails in one line that names the cause', async () => {
     const port = await freePort();
     const run = await cli(['stats', '--store', `redis://127.0.0.1:${port}`], { VISITOR_STATE_TIMEOUT: '3s' });
-    expect(run.status).toBe(1);
+    expect(run.status, run.stderr).toBe(1);
     oneLine(run);
     expect(run.stderr).toMatch(/ECONNREFUSED|did not answer/);
   });
@@ -185,7 +213,7 @@ describe('failures and usage', () => {
     await new Promise((r) => hung?.once('listening', r));
     const { port } = hung.address() as { port: number };
     const run = await cli(['stats', '--store', `redis://127.0.0.1:${port}`], { VISITOR_STATE_TIMEOUT: '1s' });
-    expect(run.status).toBe(1);
+    expect(run.status, run.stderr).toBe(1);
     oneLine(run);
     expect(run.stderr).toContain('did not answer');
   });
@@ -197,7 +225,7 @@ describe('failures and usage', () => {
       NODE_OPTIONS: `--import ${register}`,
       VISITOR_STATE_TEST_DIST: pathToFileURL(`${dirname(dirname(bin))}/`).href,
     });
-    expect(run.status).toBe(1);
+    expect(run.status, run.stderr).toBe(1);
     oneLine(run);
     expect(run.stderr).toContain('cannot list its visitors');
   });

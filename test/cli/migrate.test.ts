@@ -88,7 +88,7 @@ function migrateCase(name: string, up: boolean, fromUrl: () => string, toUrl: ()
       async () => {
         const run = await cli(['migrate', '--from', fromUrl(), '--to', toUrl(), '--namespace', namespace]);
         expect(run.stderr).not.toContain('Error');
-        expect(run.status).toBe(0);
+        expect(run.status, run.stderr).toBe(0);
         const moved = VISITORS * BINS.length - 1 + 2; // all but the bin written after the switch, plus the link's two records
         expect(run.stdout).toContain(`migrated ${VISITORS + 1} visitors: ${moved} bins moved, 1 skipped`);
         expect(run.stdout).toContain('0 failed');
@@ -128,7 +128,7 @@ function migrateCase(name: string, up: boolean, fromUrl: () => string, toUrl: ()
       'moves nothing on a second run: what arrived is skipped',
       async () => {
         const run = await cli(['migrate', '--from', fromUrl(), '--to', toUrl(), '--namespace', namespace]);
-        expect(run.status).toBe(0);
+        expect(run.status, run.stderr).toBe(0);
         expect(run.stdout).toContain(
           `migrated ${VISITORS + 1} visitors: 0 bins moved, ${VISITORS * BINS.length + 2} skipped`,
         );
@@ -165,7 +165,7 @@ function migrateCase(name: string, up: boolean, fromUrl: () => string, toUrl: ()
         ];
         const command = args.map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(' ');
         const run = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: process.env });
-        expect(run.status).toBe(0);
+        expect(run.status, run.stderr).toBe(0);
         expect(run.stdout).toMatch(
           /migrate \[[^\]]*\] 100% \| 1001\/1001 visitors \| 0 moved, 3002 skipped, 0 failed \| \d+ bins\/s \| ETA/,
         );
