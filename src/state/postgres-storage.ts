@@ -1,5 +1,6 @@
 import { StorageError } from '../errors.js';
 import { describeStore, loadPeer } from './load-peer.js';
+import { pauseAfterLostRace } from './lost-race.js';
 import type { Storage, StorageOptions, StoredBin } from './storage.js';
 
 const POOL_SIZE = 5;
@@ -211,10 +212,8 @@ export async function postgresStorage(url: URL, options: StorageOptions): Promis
           : await query('insertIfAbsent', [ns, visitorId, bin, value, expires]));
       }
       if ((written ?? 0) > 0) return result;
-      // Another server wrote the bin between the read and the write: read it again, after a
-      // random pause that grows with each loss, so that two servers stop retrying in step
-      // (without it, two processes hammering one counter saw one lose 50 times in a row).
-      await new Promise((done) => setTimeout(done, Math.random() * Math.min(20, 2 ** attempt)));
+      // Another server wrote the bin between the read and the write: read it again, after a pause.
+      await pauseAfterLostRace(attempt);
     }
     throw new StorageError(
       `store '${store}': update of bin '${bin}' lost ${UPDATE_TRIES} races in a row to other writers; nothing written`,

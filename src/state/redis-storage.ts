@@ -1,5 +1,6 @@
 import { ConfigError, StorageError } from '../errors.js';
 import { loadPeer } from './load-peer.js';
+import { pauseAfterLostRace } from './lost-race.js';
 import { clusterLink } from './redis-cluster.js';
 import { deadlines } from './redis-deadline.js';
 import { CONNECT_TIMEOUT_MS, type RedisDriver, type RedisLink, sentinelLink, singleLink } from './redis-link.js';
@@ -162,11 +163,20 @@ export async function redisStorage(
           // Not retried when it times out: it may have landed, and then next() has been applied once.
           const reply = (await run('update', visitorId, bin, [bin, json, pxOf(ttlMs), ...seen])) as unknown[];
           if (Number(reply[0]) === 1) return parse(json || undefined);
-          text = (reply[1] as string | undefined) ?? null;
           if (attempt === UPDATE_ATTEMPTS || Date.now() > deadline)
             throw new StorageError(
               `store '${target.label}': update of '${bin}' gave up after ${attempt} attempts, each overtaken by another writer`,
             );
+          if (attempt === 1) {
+            // The script handed back what the other writer stored: try again on it at once.
+            text = (reply[1] as string | undefined) ?? null;
+          } else {
+            // Losing again means retrying in step with a writer that never pauses (one updating
+            // this bin in a loop): a random pause breaks the step, then a fresh read, since what
+            // the script handed back is stale by then.
+            await pauseAfterLostRace(attempt);
+            text = (await link.send(indexOf(visitorId), ['GET', keyOf(visitorId, bin)])) as string | null;
+          }
         }
       }),
 

@@ -43,8 +43,7 @@ async function writeFromTwoProcesses(store: string, open: () => Promise<Storage>
     // A reader that has read once must still see the writes that come later.
     expect(await reader.get(visitor, 'a-0')).toBeUndefined();
     for (const { child } of writers) child.stdin?.write('go\n');
-    for (const { exit, stderr } of writers)
-      expect({ code: await exit, stderr: stderr.join('') }).toEqual({ code: 0, stderr: '' });
+    for (const { exit, stderr } of writers) expect(`exit ${await exit}: ${stderr.join('')}`).toBe('exit 0: ');
 
     const names = ['a-', 'b-'].flatMap((prefix) => Array.from({ length: BINS }, (_, i) => `${prefix}${i}`));
     const values = await reader.getMany!(visitor, names);

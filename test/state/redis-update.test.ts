@@ -45,8 +45,7 @@ async function countFromTwoProcesses(store: () => string, majors: [string, strin
   const visitor = randomId();
   const counters = await Promise.all(majors.map((major) => startCounter(store(), visitor, major)));
   for (const { child } of counters) child.stdin?.write('go\n');
-  for (const { exit, stderr } of counters)
-    expect({ code: await exit, stderr: stderr.join('') }).toEqual({ code: 0, stderr: '' });
+  for (const { exit, stderr } of counters) expect(`exit ${await exit}: ${stderr.join('')}`).toBe('exit 0: ');
   const reader = await redisStorage(store(), { namespace: 'vs-counter', maxEntries: 1, report: () => {} });
   try {
     expect(await reader.get(visitor, 'counter')).toBe(2 * COUNT);

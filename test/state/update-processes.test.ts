@@ -32,8 +32,7 @@ async function countFromTwoProcesses(store: string, open: (options: StorageOptio
     startUpdater(store, namespace, visitor),
   ]);
   for (const { child } of updaters) child.stdin?.write('go\n');
-  for (const { exit, stderr } of updaters)
-    expect({ code: await exit, stderr: stderr.join('') }).toEqual({ code: 0, stderr: '' });
+  for (const { exit, stderr } of updaters) expect(`exit ${await exit}: ${stderr.join('')}`).toBe('exit 0: ');
   const reported: unknown[] = [];
   const reader = await open({ namespace, maxEntries: 100_000, report: (error) => reported.push(error) });
   try {
