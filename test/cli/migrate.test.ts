@@ -185,7 +185,20 @@ migrateCase(
   () => DATABASE_URL,
 );
 
+/** Deletes every bin the storage holds in its namespace: Redis and PostgreSQL outlive the run. */
+async function empty(storage: Storage): Promise<void> {
+  let page = await storage.visitors!();
+  for (;;) {
+    await inBatches(page.ids, async (id) =>
+      Promise.all((await storage.bins!(id)).map((bin) => storage.delete(id, bin))),
+    );
+    if (page.next === undefined) return;
+    page = await storage.visitors!({ next: page.next });
+  }
+}
+
 afterAll(async () => {
+  for (const storage of opened) await empty(storage);
   await Promise.all(opened.map((storage) => storage.close?.()));
   await rm(dir, { recursive: true, force: true });
 });
