@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createVisitorState, type VisitorStateError } from '../../src/index.js';
+import { headersOnlyResponse } from '../helpers/http.js';
 import { freePort, need } from '../helpers/services.js';
 
 const run = promisify(execFile);
@@ -55,17 +56,6 @@ async function privatePostgres() {
   };
 }
 
-/** A node:http-like response that keeps its headers, for the visitor cookie. */
-function response() {
-  const headers = new Map<string, number | string | readonly string[]>();
-  return {
-    headersSent: false,
-    getHeader: (name: string) => headers.get(name) as number | string | string[] | undefined,
-    setHeader: (name: string, value: number | string | readonly string[]) => void headers.set(name, value),
-    cookie: () => String(headers.get('set-cookie')).split(';')[0] as string,
-  };
-}
-
 describe.runIf(available)('a PostgreSQL restart under a running application', () => {
   let server: Awaited<ReturnType<typeof privatePostgres>> | undefined;
   afterAll(async () => {
@@ -77,7 +67,7 @@ describe.runIf(available)('a PostgreSQL restart under a running application', ()
     const errors: VisitorStateError[] = [];
     const visitors = createVisitorState({ secret: SECRET, store: server.url, onError: (error) => errors.push(error) });
     await visitors.ready();
-    const first = response();
+    const first = headersOnlyResponse();
     await visitors.resolve({ headers: {} }, first);
     const cookie = first.cookie();
 
@@ -100,7 +90,7 @@ describe.runIf(available)('a PostgreSQL restart under a running application', ()
     for (let i = 0; Date.now() - started < SECONDS * 1_000; i++) {
       const second = Math.floor((Date.now() - started) / 1_000);
       const errorsBefore = errors.length;
-      const visitor = await visitors.resolve({ headers: { cookie } }, response());
+      const visitor = await visitors.resolve({ headers: { cookie } }, headersOnlyResponse());
       const read = await visitor.cache.get<number>('ha:counter');
       const wrote = await visitor.cache.set('ha:counter', i).then(
         (result: unknown) => result !== false,
@@ -136,7 +126,7 @@ describe.runIf(available)('a PostgreSQL restart under a running application', ()
     // No acknowledged write was lost: a fresh instance reads the last one.
     await visitors.close();
     const fresh = createVisitorState({ secret: SECRET, store: server.url });
-    const again = await fresh.resolve({ headers: { cookie } }, response());
+    const again = await fresh.resolve({ headers: { cookie } }, headersOnlyResponse());
     expect(await again.cache.get('ha:counter')).toBe(acknowledged);
     await fresh.close();
   }, 60_000);

@@ -81,3 +81,17 @@ export function cookiePair(setCookies: readonly string[], name: string): string 
   const line = setCookies.find((c) => c.startsWith(`${name}=`));
   return line?.split(';')[0];
 }
+
+/**
+ * A node:http-like response that only keeps its headers: enough for `resolve(req, res)` to set
+ * the visitor cookie, which `cookie()` hands back as `name=value` for the next request.
+ */
+export function headersOnlyResponse() {
+  const headers = new Map<string, number | string | readonly string[]>();
+  return {
+    headersSent: false,
+    getHeader: (name: string) => headers.get(name) as number | string | string[] | undefined,
+    setHeader: (name: string, value: number | string | readonly string[]) => void headers.set(name, value),
+    cookie: () => String(headers.get('set-cookie')).split(';')[0] as string,
+  };
+}

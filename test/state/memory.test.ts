@@ -5,6 +5,7 @@ import { randomId } from '../../src/crypto.js';
 import { ConfigError, StorageError } from '../../src/errors.js';
 import { createVisitorState } from '../../src/index.js';
 import { memoryStorage } from '../../src/state/memory-storage.js';
+import { headersOnlyResponse } from '../helpers/http.js';
 
 const MINUTE = 60_000;
 const KiB = 1024;
@@ -172,20 +173,10 @@ describe('memory store through createVisitorState', () => {
     };
     const before = heap();
     let peak = before;
-    // The visitor cookie a response carries, to come back as that visitor.
-    const respond = () => {
-      const headers = new Map<string, number | string | readonly string[]>();
-      return {
-        headersSent: false,
-        getHeader: (name: string) => headers.get(name) as number | string | string[] | undefined,
-        setHeader: (name: string, value: number | string | readonly string[]) => void headers.set(name, value),
-        cookie: () => String(headers.get('set-cookie')).split(';')[0] as string,
-      };
-    };
     const cookies: string[] = [];
     const VISITORS = 20_000;
     for (let i = 0; i < VISITORS; i++) {
-      const response = respond();
+      const response = headersOnlyResponse();
       const visitor = await visitors.resolve({ headers: {}, socket: { remoteAddress: '203.0.113.9' } }, response);
       // 60 KiB of JSON, different for every visitor.
       await visitor.cache.set('mymod:blob', { i, pad: `${i}`.padEnd(60 * KiB - 32, 'x') });
@@ -204,7 +195,7 @@ describe('memory store through createVisitorState', () => {
 
     // Least recently used goes first: the first visitor's bin is gone, the last one's is kept.
     const [firstCookie, lastCookie] = cookies as [string, string];
-    const returning = (cookie: string) => visitors.resolve({ headers: { cookie } }, respond());
+    const returning = (cookie: string) => visitors.resolve({ headers: { cookie } }, headersOnlyResponse());
     expect(await (await returning(firstCookie)).cache.get('mymod:blob')).toBeUndefined();
     expect(await (await returning(lastCookie)).cache.get('mymod:blob')).toMatchObject({ i: VISITORS - 1 });
     await visitors.close();
